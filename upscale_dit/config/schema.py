@@ -1,0 +1,168 @@
+"""Typed configuration: what a run asks for, validated once, recorded next to every output.
+
+Every field carries ``metadata={"help": ...}``; that text is the single source for error messages and the
+CLI's ``--help``. Dotted paths (``sampling.steps``) are what YAML presets, ``--set key=value`` and the
+recorded ``out.json`` use. Validation lives in ``__post_init__`` and never mutates: bad values raise
+:class:`~upscale_dit.errors.ConfigError` naming the key, the value and the fix.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from ..errors import ConfigError
+
+SchedulerName = Literal["unipc", "euler"]
+DeviceName = str  # "auto", "cpu", "cuda", "cuda:N"
+DtypeName = Literal["auto", "bfloat16", "float16", "float32"]
+OffloadMode = Literal["none", "model"]
+TilingMode = Literal["auto", "on", "off"]
+
+
+def _help(text: str, default=None, **kwargs):
+    return field(default=default, metadata={"help": text}, **kwargs)
+
+
+def check_frames(frames: int, temporal_factor: int, key: str = "frames") -> None:
+    """Wan's causal VAE maps ``1 + temporal_factor*k`` frames to ``1 + k`` latent frames; nothing else is exact."""
+    if frames < 1 or (frames - 1) % temporal_factor != 0:
+        below = 1 + temporal_factor * ((max(frames, 1) - 1) // temporal_factor)
+        above = below + temporal_factor
+        raise ConfigError(
+            f"`{key}` must be of the form {temporal_factor}k+1 (the VAE compresses time by {temporal_factor}), "
+            f"got {frames}: use {below} or {above}"
+        )
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ModelPreset:
+    """A base model: where its weights come from and the geometry it was trained at."""
+
+    name: str = _help("Preset name, e.g. `wan2.1-t2v-1.3b`.")
+    description: str = _help("One line shown in listings.", "")
+    source: str = _help("Hugging Face id, local diffusers folder, or `tiny` (built in code).")
+    native_height: int = _help("Training height in pixels; FreeSwim/Relay windows derive from it.")
+    native_width: int = _help("Training width in pixels.")
+    fps: int = _help("Frame rate the model was trained at; used for the output video.")
+    frames: int = _help("Default frame count (4k+1).")
+    vae_scale_spatial: int = _help("Pixels per latent cell along H and W.", 8)
+    vae_scale_temporal: int = _help("Frames per latent frame (after the first).", 4)
+    patch_size: tuple[int, int, int] = _help("Transformer patch (t, h, w) in latent cells.", (1, 2, 2))
+    scheduler: SchedulerName = _help("Default sampler: `unipc` (UniPC flow, Wan's default) or `euler`.", "unipc")
+    shift: float = _help("Default flow shift for the native size.", 3.0)
+    steps: int = _help("Default number of denoising steps.", 50)
+    guidance: float = _help("Default classifier-free guidance scale.", 5.0)
+    max_sequence_length: int = _help("Text tokens given to the transformer (padded).", 512)
+    negative_prompt: str = _help("Default negative prompt.", "")
+    window_rows: int = _help("FreeSwim window height in tokens (reference: 2*floor(native_rows/2)+1).")
+    window_cols: int = _help("FreeSwim window width in tokens (reference: 2*floor(native_cols/2)+1).")
+    source_file: str = _help("File this preset was read from (filled by the loader).", "")
+
+    def __post_init__(self) -> None:
+        cell = self.vae_scale_spatial * self.patch_size[1]
+        for key in ("native_height", "native_width"):
+            value = getattr(self, key)
+            if value <= 0 or value % cell:
+                raise ConfigError(f"model preset `{self.name}`: `{key}` must be a positive multiple of {cell}, got {value}")
+        check_frames(self.frames, self.vae_scale_temporal, key=f"model preset `{self.name}`: `frames`")
+        if self.window_rows < 1 or self.window_cols < 1:
+            raise ConfigError(f"model preset `{self.name}`: window must be at least 1x1 tokens")
+
+    @property
+    def pixel_multiple(self) -> int:
+        """Height and width must be multiples of this (VAE factor x patch size: 16 for Wan)."""
+        return self.vae_scale_spatial * self.patch_size[1]
+
+    @property
+    def native_grid(self) -> tuple[int, int]:
+        """Token rows and columns of one latent frame at the native size."""
+        return self.native_height // self.pixel_multiple, self.native_width // self.pixel_multiple
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class MethodConfig:
+    """Which method runs; method-specific settings arrive with each method."""
+
+    name: Literal["direct"] = _help(
+        "`direct`: plain generation at the target size with stock attention (the baseline).", "direct"
+    )
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SamplingConfig:
+    """The denoising run. `None` means: take the model preset's value."""
+
+    steps: int | None = _help("Denoising steps (default: the model preset's).")
+    guidance: float | None = _help("Classifier-free guidance scale; 1 disables the negative pass.")
+    shift: float | None = _help("Flow shift of the sigma schedule (higher = more time at high noise).")
+    scheduler: SchedulerName | None = _help("`unipc` or `euler` (default: the model preset's).")
+    seed: int = _help("Seed of the initial noise; the same seed gives the same video.", 0)
+    negative_prompt: str | None = _help("Negative prompt (default: the model preset's).")
+    max_sequence_length: int | None = _help("Text tokens (default: the model preset's).")
+
+    def __post_init__(self) -> None:
+        if self.steps is not None and self.steps < 1:
+            raise ConfigError(f"`sampling.steps` must be at least 1, got {self.steps}")
+        if self.guidance is not None and self.guidance < 0:
+            raise ConfigError(f"`sampling.guidance` must be >= 0, got {self.guidance}")
+        if self.shift is not None and self.shift <= 0:
+            raise ConfigError(f"`sampling.shift` must be > 0, got {self.shift}")
+        if self.seed < 0:
+            raise ConfigError(f"`sampling.seed` must be >= 0, got {self.seed}")
+        if self.max_sequence_length is not None and self.max_sequence_length < 1:
+            raise ConfigError(f"`sampling.max_sequence_length` must be >= 1, got {self.max_sequence_length}")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class OutputConfig:
+    """Where the video goes and how it is encoded."""
+
+    path: str = _help("Output .mp4 file; a sidecar .json with the same stem is written beside it.", "udit.mp4")
+    overwrite: bool = _help("Replace an existing output instead of refusing.", False)
+    fps: int | None = _help("Frame rate of the mp4 (default: the model's).")
+    crf: int = _help("H.264 constant rate factor: 0 lossless, 18 visually lossless, 28 small.", 18)
+
+    def __post_init__(self) -> None:
+        if not self.path.lower().endswith(".mp4"):
+            raise ConfigError(f"`output.path` must end in .mp4, got {self.path!r}")
+        if self.fps is not None and self.fps < 1:
+            raise ConfigError(f"`output.fps` must be >= 1, got {self.fps}")
+        if not 0 <= self.crf <= 51:
+            raise ConfigError(f"`output.crf` must be in 0..51, got {self.crf}")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RuntimeConfig:
+    """Machine-specific settings: recorded under their own key so presets stay portable."""
+
+    device: DeviceName = _help("`auto` (CUDA if available), `cpu`, `cuda` or `cuda:N`.", "auto")
+    dtype: DtypeName = _help("Transformer/text-encoder dtype; `auto` = bfloat16 on CUDA, float32 on CPU. The VAE stays float32.", "auto")
+    offload: OffloadMode = _help("`model`: keep components on the CPU and move each to the GPU only while it runs.", "none")
+    vae_tiling: TilingMode = _help("Decode/encode the VAE in overlapping spatial tiles; `auto` = on above 720p.", "auto")
+    vae_tile: int = _help("VAE tile size in pixels (stride is 3/4 of it).", 256)
+
+    def __post_init__(self) -> None:
+        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+            raise ConfigError(f"`runtime.device` must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        if self.vae_tile < 64 or self.vae_tile % 32:
+            raise ConfigError(f"`runtime.vae_tile` must be a multiple of 32 and >= 64, got {self.vae_tile}")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class GenerateConfig:
+    """Everything `udit generate` needs. Layering: built-in < --preset FILE < --set key=value < flags."""
+
+    prompt: str = _help("What the video shows.", "")
+    model: str = _help("Model preset name, local diffusers folder, or Hugging Face id.", "wan2.1-t2v-1.3b")
+    resolution: str = _help("480p/720p/1080p/1440p/2160p, 2x/3x/4x of native, native, or WxH (e.g. 1920x1080).", "native")
+    aspect: str | None = _help("Aspect W:H for the named p-resolutions, e.g. 9:16 or 1:1 (default 16:9).")
+    frames: int | None = _help("Frame count, 4k+1 (default: the model's).")
+    method: MethodConfig = field(default_factory=MethodConfig, metadata={"help": "Method settings."})
+    sampling: SamplingConfig = field(default_factory=SamplingConfig, metadata={"help": "Sampling settings."})
+    output: OutputConfig = field(default_factory=OutputConfig, metadata={"help": "Output settings."})
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig, metadata={"help": "Machine settings."})
+
+    def __post_init__(self) -> None:
+        if self.frames is not None and self.frames < 1:
+            raise ConfigError(f"`frames` must be >= 1, got {self.frames}")

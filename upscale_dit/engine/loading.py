@@ -1,0 +1,135 @@
+"""Find and load a model: a built-in preset, a local diffusers folder, a Hugging Face id from the local cache, or `tiny`."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..config import ModelPreset, get_model_preset, model_presets
+from ..errors import ConfigError, ModelNotFoundError
+from .tiny import build_tiny_components
+
+COMPONENT_FOLDERS = ("tokenizer", "text_encoder", "transformer", "vae", "scheduler")
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSource:
+    """A model request resolved to a preset and a place the weights come from (``None`` = built in code)."""
+
+    preset: ModelPreset
+    folder: Path | None
+
+    @property
+    def description(self) -> str:
+        return str(self.folder) if self.folder else self.preset.source
+
+
+def resolve_model(model: str) -> ModelSource:
+    """Resolve ``--model`` without loading weights; fails fast with what is missing and how to get it."""
+    presets = model_presets()
+    if model in presets:
+        preset = presets[model]
+        if preset.source == "tiny":
+            return ModelSource(preset, None)
+        return ModelSource(preset, _find_weights(preset.source, preset_name=preset.name))
+    path = Path(model).expanduser()
+    if path.exists():
+        folder = _check_folder(path)
+    elif "/" in model and not model.startswith((".", "/")) and model.count("/") == 1:
+        folder = _find_weights(model, preset_name=None)
+    else:
+        get_model_preset(model)  # raises the "unknown preset" error with suggestions
+        raise AssertionError  # unreachable
+    return ModelSource(_preset_for_folder(folder), folder)
+
+
+def _find_weights(source: str, *, preset_name: str | None) -> Path:
+    path = Path(source).expanduser()
+    if path.exists():
+        return _check_folder(path)
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        folder = Path(snapshot_download(source, local_files_only=True))
+    except (LocalEntryNotFoundError, OSError, ValueError):
+        name = f" (preset `{preset_name}`)" if preset_name else ""
+        raise ModelNotFoundError(
+            f"model {source}{name} is not in the local Hugging Face cache; download it with "
+            f"`hf download {source}` (or pass --model /path/to/diffusers-folder); try --model tiny for an offline demo"
+        ) from None
+    return _check_folder(folder)
+
+
+def _check_folder(path: Path) -> Path:
+    if not path.is_dir():
+        raise ConfigError(f"--model {path} is not a folder; give a diffusers-format model folder (with model_index.json)")
+    missing = [name for name in COMPONENT_FOLDERS if not (path / name).is_dir()]
+    if missing:
+        raise ModelNotFoundError(f"{path} is not a complete diffusers Wan folder: missing {', '.join(missing)}/")
+    return path
+
+
+def _preset_for_folder(folder: Path) -> ModelPreset:
+    """Match a folder to a preset by its transformer architecture (layers, heads, head dim)."""
+    try:
+        cfg = json.loads((folder / "transformer" / "config.json").read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ModelNotFoundError(f"cannot read {folder}/transformer/config.json: {exc}") from None
+    key = (cfg.get("num_layers"), cfg.get("num_attention_heads"), cfg.get("attention_head_dim"))
+    known = {
+        (30, 12, 128): "wan2.1-t2v-1.3b",
+        (40, 40, 128): "wan2.1-t2v-14b",
+        (2, 2, 32): "tiny",
+    }
+    if key not in known:
+        raise ConfigError(f"{folder}: transformer with (layers, heads, head_dim) = {key} matches no model preset; "
+                          f"udit knows Wan2.1 1.3B, 14B and tiny")
+    return get_model_preset(known[key])
+
+
+def load_components(source: ModelSource, *, dtype: torch.dtype, device: torch.device) -> dict[str, Any]:
+    """Load tokenizer, text encoder, transformer (``dtype``), VAE (float32) and the scheduler config onto ``device``.
+
+    The scheduler comes back as its config dict: the sampler builds a fresh scheduler per run from it.
+    """
+    if source.folder is None:
+        parts = build_tiny_components()
+        for name in ("text_encoder", "transformer"):
+            cast_keeping_fp32(parts[name], dtype)
+        parts["scheduler"] = dict(parts["scheduler"].config)
+    else:
+        from diffusers import AutoencoderKLWan, WanTransformer3DModel
+        from transformers import AutoTokenizer, UMT5EncoderModel
+
+        folder = source.folder
+        parts = dict(
+            tokenizer=AutoTokenizer.from_pretrained(folder / "tokenizer"),
+            text_encoder=UMT5EncoderModel.from_pretrained(folder / "text_encoder", torch_dtype=dtype),
+            transformer=WanTransformer3DModel.from_pretrained(folder / "transformer", torch_dtype=dtype),
+            vae=AutoencoderKLWan.from_pretrained(folder / "vae", torch_dtype=torch.float32),
+            scheduler=json.loads((folder / "scheduler" / "scheduler_config.json").read_text()),
+        )
+    for name in ("text_encoder", "transformer", "vae"):
+        parts[name].to(device=device).eval().requires_grad_(False)
+    return parts
+
+
+def cast_keeping_fp32(model: torch.nn.Module, dtype: torch.dtype) -> None:
+    """Cast floating parameters and buffers to ``dtype``, except the modules the model keeps in fp32.
+
+    diffusers' ``from_pretrained(torch_dtype=...)`` does this for Wan (RoPE, time embedder, norms, modulation
+    table); a model built in code needs the same treatment to match a loaded checkpoint.
+    """
+    keep = set(getattr(model, "_keep_in_fp32_modules", None) or ())
+    for name, module in model.named_modules():
+        if keep & set(name.split(".")):
+            continue
+        for tensors in (module._parameters, module._buffers):
+            for key, tensor in tensors.items():
+                if tensor is not None and tensor.is_floating_point():
+                    tensor.data = tensor.data.to(dtype)
