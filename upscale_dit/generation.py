@@ -144,9 +144,6 @@ def _oom_advice(run: ResolvedRun) -> str:
 def _generate(run: ResolvedRun, source, *, progress: bool) -> GenerateResult:
     from .engine.device import Placement, resolve_device, resolve_dtype
     from .engine.loading import load_components
-    from .engine.sampler import denoise
-    from .engine.scheduling import build_scheduler
-    from .engine.text import encode_prompts
     from .engine.vae import Crop, count_decoded_frames, decode_frames
 
     cfg, size = run.config, run.size
@@ -161,21 +158,7 @@ def _generate(run: ResolvedRun, source, *, progress: bool) -> GenerateResult:
     with StageProgress(enabled=progress) as bars:
         with bars.stage("load", f"loading {source.description}"):
             parts = load_components(source, dtype=dtype, device=placement.home)
-        with bars.stage("text_encoding", "encoding prompts"), placement.active(parts["text_encoder"]):
-            prompts = [cfg.prompt] + ([cfg.sampling.negative_prompt] if cfg.sampling.guidance > 1.0 else [])
-            embeds = encode_prompts(parts["tokenizer"], parts["text_encoder"], prompts,
-                                    max_length=cfg.sampling.max_sequence_length, device=device)
-            embeds = embeds.to(parts["transformer"].dtype)
-        cond, uncond = embeds[:1], (embeds[1:] if len(embeds) > 1 else None)
-        scheduler = build_scheduler(cfg.sampling.scheduler, shift=cfg.sampling.shift, base_config=parts["scheduler"])
-        scheduler.set_timesteps(cfg.sampling.steps, device=device)
-        generator = torch.Generator("cpu").manual_seed(cfg.sampling.seed)
-        noise = torch.randn(run.latent_shape, generator=generator, dtype=torch.float32).to(device)
-        with bars.stage("denoise", "denoising", total=cfg.sampling.steps) as update, \
-                placement.active(parts["transformer"]):
-            latents = denoise(parts["transformer"], scheduler, noise, timesteps=scheduler.timesteps, cond=cond,
-                              uncond=uncond, guidance=cfg.sampling.guidance,
-                              on_step=lambda i, n: update(i + 1, n))
+        latents = sample_latents(run, parts, placement=placement, bars=bars)
         vae = parts["vae"]
         n_out = count_decoded_frames(vae, run.latent_shape[2])
         crop = Crop.centre((size.gen_height, size.gen_width), (size.out_height, size.out_width))
@@ -194,6 +177,31 @@ def _generate(run: ResolvedRun, source, *, progress: bool) -> GenerateResult:
     write_json_atomic(sidecar, json.dumps(record, indent=2, sort_keys=False) + "\n")
     return GenerateResult(video=output, sidecar=sidecar, frames=n_out, height=size.out_height, width=size.out_width,
                           seconds=seconds, timings=dict(bars.timings))
+
+
+def sample_latents(run: ResolvedRun, parts: dict[str, Any], *, placement, bars: StageProgress | None = None) -> torch.Tensor:
+    """Text encoding, seeded noise and the denoising loop: the latents of ``run`` (float32, on the device)."""
+    from .engine.sampler import denoise
+    from .engine.scheduling import build_scheduler
+    from .engine.text import encode_prompts
+
+    bars = bars or StageProgress(enabled=False)
+    cfg, device = run.config, placement.device
+    with bars.stage("text_encoding", "encoding prompts"), placement.active(parts["text_encoder"]):
+        prompts = [cfg.prompt] + ([cfg.sampling.negative_prompt] if cfg.sampling.guidance > 1.0 else [])
+        embeds = encode_prompts(parts["tokenizer"], parts["text_encoder"], prompts,
+                                max_length=cfg.sampling.max_sequence_length, device=device)
+        embeds = embeds.to(parts["transformer"].dtype)
+    cond, uncond = embeds[:1], (embeds[1:] if len(embeds) > 1 else None)
+    scheduler = build_scheduler(cfg.sampling.scheduler, shift=cfg.sampling.shift, base_config=parts["scheduler"])
+    scheduler.set_timesteps(cfg.sampling.steps, device=device)
+    # Noise comes from a CPU generator, so a seed gives the same video on every device.
+    generator = torch.Generator("cpu").manual_seed(cfg.sampling.seed)
+    noise = torch.randn(run.latent_shape, generator=generator, dtype=torch.float32).to(device)
+    with bars.stage("denoise", "denoising", total=cfg.sampling.steps) as update, \
+            placement.active(parts["transformer"]):
+        return denoise(parts["transformer"], scheduler, noise, timesteps=scheduler.timesteps, cond=cond,
+                       uncond=uncond, guidance=cfg.sampling.guidance, on_step=lambda i, n: update(i + 1, n))
 
 
 def package_versions() -> dict[str, str]:

@@ -34,7 +34,7 @@ def generate(
     frames: FramesOpt = None,
     method: Annotated[str | None, typer.Option(
         "--method", rich_help_panel="Method", show_default=False,
-        help="direct: plain generation at the target size with stock attention (the baseline). [default: direct]",
+        help="direct: plain generation at the target size with stock attention (the baseline). \\[default: direct]",
     )] = None,
     steps: StepsOpt = None,
     guidance: GuidanceOpt = None,

@@ -16,64 +16,64 @@ CONFIG = "Config layering"
 ModelOpt = Annotated[str | None, typer.Option(
     "--model", "-m", rich_help_panel=MODEL, show_default=False,
     help="Model preset (wan2.1-t2v-1.3b, wan2.1-t2v-14b, tiny), a local diffusers folder, or a Hugging Face id "
-         "in the local cache. [default: wan2.1-t2v-1.3b]")]
+         "in the local cache. \\[default: wan2.1-t2v-1.3b]")]
 ResolutionOpt = Annotated[str | None, typer.Option(
     "--res", "-r", rich_help_panel=MODEL, show_default=False,
     help="Output size: 480p, 720p, 1080p, 1440p, 2160p (16:9), 2x/3x/4x of the model's native size, native, "
          "or WxH (e.g. 1920x1080). Sizes that are not multiples of 16 are generated at the next multiple and "
-         "centre-cropped. [default: native]")]
+         "centre-cropped. \\[default: native]")]
 AspectOpt = Annotated[str | None, typer.Option(
     "--aspect", rich_help_panel=MODEL, show_default=False,
-    help="Aspect W:H for named resolutions, e.g. 9:16 for portrait. [default: 16:9]")]
+    help="Aspect W:H for named resolutions, e.g. 9:16 for portrait. \\[default: 16:9]")]
 FramesOpt = Annotated[int | None, typer.Option(
     "--frames", "-f", rich_help_panel=MODEL, show_default=False,
     help="Number of frames; must be 4k+1 (Wan's VAE compresses time by 4): 17, 33, 49, 81... Other values are "
-         "refused with the nearest valid ones. [default: the model's, 81 for Wan]")]
+         "refused with the nearest valid ones. \\[default: the model's, 81 for Wan]")]
 StepsOpt = Annotated[int | None, typer.Option(
-    "--steps", rich_help_panel=SAMPLING, show_default=False, help="Denoising steps. [default: the model's, 50]")]
+    "--steps", rich_help_panel=SAMPLING, show_default=False, help="Denoising steps. \\[default: the model's, 50]")]
 GuidanceOpt = Annotated[float | None, typer.Option(
     "--guidance", "-g", rich_help_panel=SAMPLING, show_default=False,
-    help="Classifier-free guidance scale; 1 turns the negative pass off. [default: the model's, 5.0]")]
+    help="Classifier-free guidance scale; 1 turns the negative pass off. \\[default: the model's, 5.0]")]
 ShiftOpt = Annotated[float | None, typer.Option(
     "--shift", rich_help_panel=SAMPLING, show_default=False,
     help="Flow shift of the noise schedule; higher spends more steps at high noise (Wan: 3 at 480p, 5 at 720p). "
          "[default: the model's]")]
 SchedulerOpt = Annotated[str | None, typer.Option(
     "--scheduler", rich_help_panel=SAMPLING, show_default=False,
-    help="unipc (UniPC flow, Wan's default) or euler (flow-matching Euler). [default: the model's, unipc]")]
+    help="unipc (UniPC flow, Wan's default) or euler (flow-matching Euler). \\[default: the model's, unipc]")]
 SeedOpt = Annotated[int | None, typer.Option(
     "--seed", "-s", rich_help_panel=SAMPLING, show_default=False,
-    help="Seed of the initial noise; the same seed and settings give the same video. [default: 0]")]
+    help="Seed of the initial noise; the same seed and settings give the same video. \\[default: 0]")]
 NegativeOpt = Annotated[str | None, typer.Option(
     "--negative-prompt", "-n", rich_help_panel=SAMPLING, show_default=False,
-    help="What the video should not show. [default: the model's, empty]")]
+    help="What the video should not show. \\[default: the model's, empty]")]
 OutOpt = Annotated[Path | None, typer.Option(
     "--out", "-o", rich_help_panel=OUTPUT, show_default=False,
     help="Output .mp4 (H.264, yuv420p); a .json sidecar with the resolved config, versions and timings is written "
-         "beside it. [default: udit.mp4]")]
+         "beside it. \\[default: udit.mp4]")]
 OverwriteOpt = Annotated[bool | None, typer.Option(
     "--overwrite/--no-overwrite", rich_help_panel=OUTPUT, show_default=False,
-    help="Replace an existing output. [default: refuse]")]
+    help="Replace an existing output. \\[default: refuse]")]
 FpsOpt = Annotated[int | None, typer.Option(
-    "--fps", rich_help_panel=OUTPUT, show_default=False, help="Frame rate of the mp4. [default: the model's, 16]")]
+    "--fps", rich_help_panel=OUTPUT, show_default=False, help="Frame rate of the mp4. \\[default: the model's, 16]")]
 DeviceOpt = Annotated[str | None, typer.Option(
     "--device", rich_help_panel=MEMORY, show_default=False,
-    help="auto (CUDA when available), cpu, cuda or cuda:N. [default: auto]")]
+    help="auto (CUDA when available), cpu, cuda or cuda:N. \\[default: auto]")]
 DtypeOpt = Annotated[str | None, typer.Option(
     "--dtype", rich_help_panel=MEMORY, show_default=False,
     help="Transformer and text-encoder precision: auto (bfloat16 on CUDA, float32 on CPU), bfloat16, float16, "
-         "float32. The VAE always runs in float32. [default: auto]")]
+         "float32. The VAE always runs in float32. \\[default: auto]")]
 OffloadOpt = Annotated[str | None, typer.Option(
     "--offload", rich_help_panel=MEMORY, show_default=False,
     help="none, or model: keep each component on the CPU and move it to the GPU only while it runs (less GPU "
-         "memory, some transfer time). [default: none]")]
+         "memory, some transfer time). \\[default: none]")]
 TilingOpt = Annotated[str | None, typer.Option(
     "--vae-tiling", rich_help_panel=MEMORY, show_default=False,
     help="auto (on above 1280x720), on, off: decode in overlapping spatial tiles to bound VAE memory. "
          "[default: auto]")]
 TileOpt = Annotated[int | None, typer.Option(
     "--vae-tile", rich_help_panel=MEMORY, show_default=False,
-    help="VAE tile size in pixels (stride 3/4 of it). [default: 256]")]
+    help="VAE tile size in pixels (stride 3/4 of it). \\[default: 256]")]
 PresetOpt = Annotated[list[Path] | None, typer.Option(
     "--preset", rich_help_panel=CONFIG, show_default=False,
     help="YAML file of settings (same keys as the sidecar's `config`); repeatable, later files win. "

@@ -70,7 +70,7 @@ def _check_folder(path: Path) -> Path:
         raise ConfigError(f"--model {path} is not a folder; give a diffusers-format model folder (with model_index.json)")
     missing = [name for name in COMPONENT_FOLDERS if not (path / name).is_dir()]
     if missing:
-        raise ModelNotFoundError(f"{path} is not a complete diffusers Wan folder: missing {', '.join(missing)}/")
+        raise ModelNotFoundError(f"{path} is not a complete diffusers Wan folder: missing {', '.join(n + '/' for n in missing)}")
     return path
 
 
