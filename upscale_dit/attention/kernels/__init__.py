@@ -1,0 +1,36 @@
+"""Window-attention kernels: one signature, a registry, and the kernels registered in it.
+
+Importing this package registers every kernel (``sdpa_mask``, ``flex``).
+"""
+
+from .registry import (
+    KernelSpec,
+    KernelUnavailableError,
+    check_qkv,
+    choose_kernel,
+    get_kernel,
+    kernel_rejections,
+    list_kernels,
+    register_kernel,
+    window_attention,
+)
+from .sdpa_mask import layout_window_mask, sdpa_mask_attention  # registers "sdpa_mask"
+from .flex import FLEX_BLOCK_SIZE, default_kernel_options, flex_window_attention, window_block_mask  # registers "flex"
+
+__all__ = [
+    "FLEX_BLOCK_SIZE",
+    "KernelSpec",
+    "KernelUnavailableError",
+    "check_qkv",
+    "choose_kernel",
+    "default_kernel_options",
+    "flex_window_attention",
+    "get_kernel",
+    "kernel_rejections",
+    "layout_window_mask",
+    "list_kernels",
+    "register_kernel",
+    "sdpa_mask_attention",
+    "window_attention",
+    "window_block_mask",
+]
