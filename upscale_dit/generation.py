@@ -14,11 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from ._version import __version__
 from .config import FrameSize, GenerateConfig, ModelPreset, layer_config, resolve_frames, resolve_size, to_dict
-from .errors import ConfigError, OutOfMemoryError, UditError
+from .errors import ConfigError, InputVideoError, OutOfMemoryError, UditError
 from .progress import StageProgress
 from .video import VideoWriter, check_writable, write_json_atomic
 
@@ -40,13 +41,21 @@ class GenerateResult:
 
 @dataclass(frozen=True, slots=True)
 class ResolvedRun:
-    """A config with every `None` filled in from the model preset, plus what was derived from it."""
+    """A config with every `None` filled in from the presets, plus what was derived from it."""
 
     config: GenerateConfig
     preset: ModelPreset
     size: FrameSize
     frames: int
     latent_shape: tuple[int, int, int, int, int]
+    base_shape: tuple[int, int, int, int, int] | None = None  # native-size stage of coarse-to-fine methods
+    input_frames: np.ndarray | None = None  # uint8 [T, H, W, 3] of --input
+
+    def needs_negative(self) -> bool:
+        guidances = [self.config.sampling.guidance]
+        if self.config.method.name == "freeswim":
+            guidances.append(self.config.method.freeswim.guidance)
+        return any(g > 1.0 for g in guidances)
 
 
 def build_generate_config(
@@ -58,8 +67,8 @@ def build_generate_config(
 ) -> GenerateConfig:
     """Layer built-in < ``preset`` files < ``set`` items < keyword flags (dotted names, ``None`` = not given).
 
-    Flags use the config's dotted paths with dots as double underscores or plain names:
-    ``model="tiny", resolution="2x", sampling__steps=8`` or ``{"sampling.steps": 8}`` via ``set``.
+    Flags use the config's dotted paths with dots written as double underscores:
+    ``model="tiny", resolution="2x", sampling__steps=8`` (or ``set=["sampling.steps=8"]``).
     """
     nested: dict[str, Any] = {}
     if prompt is not None:
@@ -67,26 +76,43 @@ def build_generate_config(
     for key, value in flags.items():
         if value is None:
             continue
-        node, *rest = key.split("__")
+        *parents, leaf = key.split("__")
         target = nested
-        for part in [node, *rest][:-1]:
+        for part in parents:
             target = target.setdefault(part, {})
-        target[[node, *rest][-1]] = value
+        target[leaf] = value
     return layer_config(preset_files=preset, set_options=set, flags=nested)
 
 
+def _latent_shape(preset: ModelPreset, frames: int, height: int, width: int) -> tuple[int, int, int, int, int]:
+    return (1, 16, (frames - 1) // preset.vae_scale_temporal + 1,
+            height // preset.vae_scale_spatial, width // preset.vae_scale_spatial)
+
+
 def resolve_run(config: GenerateConfig) -> tuple[ResolvedRun, Any]:
-    """Fill defaults from the model preset and check everything that can fail before weights load."""
+    """Fill defaults from the presets and check everything that can fail before weights load."""
     from .engine.loading import resolve_model
 
     if not config.prompt.strip():
         raise ConfigError("the prompt is empty: say what the video should show")
+    method = config.method.name
+    if config.input is not None and method == "direct":
+        raise ConfigError("--input refines an existing video, which `direct` cannot do; use --method freeswim")
+    if config.output.save_base and method == "direct":
+        raise ConfigError("--save-base keeps the native-size base video of a coarse-to-fine method; `direct` has none")
     output = Path(config.output.path)
     check_writable(output, overwrite=config.output.overwrite)
+    if config.output.save_base:
+        check_writable(base_path(output), overwrite=config.output.overwrite)
     source = resolve_model(config.model)
     preset = source.preset
     size = resolve_size(config.resolution, config.aspect, preset)
-    frames = resolve_frames(config.frames, preset)
+    input_frames, input_fps = None, None
+    if config.input is not None:
+        input_frames, input_fps = _read_input(config, preset)
+        frames = len(input_frames)
+    else:
+        frames = resolve_frames(config.frames, preset)
     s = config.sampling
     sampling = dataclasses.replace(
         s,
@@ -97,15 +123,63 @@ def resolve_run(config: GenerateConfig) -> tuple[ResolvedRun, Any]:
         negative_prompt=s.negative_prompt if s.negative_prompt is not None else preset.negative_prompt,
         max_sequence_length=s.max_sequence_length or preset.max_sequence_length,
     )
-    resolved = dataclasses.replace(
-        config, frames=frames, sampling=sampling,
-        output=dataclasses.replace(config.output, fps=config.output.fps or preset.fps),
-    )
-    latent_shape = (
-        1, 16, (frames - 1) // preset.vae_scale_temporal + 1,
-        size.gen_height // preset.vae_scale_spatial, size.gen_width // preset.vae_scale_spatial,
-    )
-    return ResolvedRun(resolved, preset, size, frames, latent_shape), source
+    method_config = config.method
+    if method == "freeswim":
+        from .methods.freeswim import resolve_settings
+
+        settings = resolve_settings(method_config.freeswim, preset)
+        method_config = dataclasses.replace(method_config, freeswim=settings)
+        _check_window_fits(settings, preset, size)
+    fps = config.output.fps or (round(input_fps) if input_fps else preset.fps)
+    resolved = dataclasses.replace(config, frames=frames, sampling=sampling, method=method_config,
+                                   output=dataclasses.replace(config.output, fps=fps))
+    base_shape = None
+    if method == "freeswim" and input_frames is None:
+        base_shape = _latent_shape(preset, frames, preset.native_height, preset.native_width)
+    latent_shape = _latent_shape(preset, frames, size.gen_height, size.gen_width)
+    return ResolvedRun(resolved, preset, size, frames, latent_shape, base_shape, input_frames), source
+
+
+def _check_window_fits(settings, preset: ModelPreset, size: FrameSize) -> None:
+    from .methods.freeswim import window_of
+
+    rows, cols = size.gen_height // preset.pixel_multiple, size.gen_width // preset.pixel_multiple
+    win_rows, win_cols = window_of(settings, preset)
+    if win_rows >= rows and win_cols >= cols:
+        raise ConfigError(
+            f"the FreeSwim window ({win_rows}x{win_cols} tokens) covers the whole {rows}x{cols}-token grid at "
+            f"{size.gen_width}x{size.gen_height}: FreeSwim is for sizes above the model's native "
+            f"{preset.native_width}x{preset.native_height}; use a larger --res (e.g. 2x) or --method direct"
+        )
+
+
+def _read_input(config: GenerateConfig, preset: ModelPreset) -> tuple[np.ndarray, float]:
+    """Read --input; keep the first 4k+1 frames (or --frames of them), saying so when frames are dropped."""
+    from .config.schema import check_frames
+    from .progress import stderr_console
+    from .video import read_video
+
+    if not Path(config.input).is_file():
+        raise InputVideoError(f"--input {config.input} does not exist or is not a file")
+    frames, fps = read_video(config.input)
+    available = len(frames)
+    factor = preset.vae_scale_temporal
+    if config.frames is not None:
+        check_frames(config.frames, factor)
+        if config.frames > available:
+            raise InputVideoError(f"--frames {config.frames} asks for more frames than {config.input} has ({available})")
+        keep = config.frames
+    else:
+        keep = 1 + factor * ((available - 1) // factor)
+        if keep != available:
+            stderr_console.print(f"[yellow]note:[/] {config.input} has {available} frames; using the first {keep} "
+                                 f"(the model needs {factor}k+1)")
+    return frames[:keep], fps
+
+
+def base_path(output: Path) -> Path:
+    """Where --save-base writes the native-size video: ``clip.base.mp4`` beside ``clip.mp4``."""
+    return output.with_name(f"{output.stem}.base{output.suffix}")
 
 
 def generate(config: GenerateConfig | str, *, progress: bool = False, **flags: Any) -> GenerateResult:
@@ -118,7 +192,7 @@ def generate(config: GenerateConfig | str, *, progress: bool = False, **flags: A
 
     Example:
         >>> from upscale_dit import generate
-        >>> result = generate("a red circle", model="tiny", output__path=str(tmp / "a.mp4"))  # doctest: +SKIP
+        >>> result = generate("a red circle", model="tiny", output__path="a.mp4")  # doctest: +SKIP
     """
     if isinstance(config, str):
         config = build_generate_config(config, **flags)
@@ -137,6 +211,8 @@ def _oom_advice(run: ResolvedRun) -> str:
         tips.append("--offload model")
     if run.config.runtime.vae_tiling != "on":
         tips.append("--vae-tiling on")
+    if run.config.method.name == "freeswim" and run.config.method.freeswim.cache_device != "cpu":
+        tips.append("--set method.freeswim.cache_device=cpu")
     tips += ["a smaller --res", f"fewer --frames (now {run.frames})"]
     return f"out of GPU memory at {run.size.gen_width}x{run.size.gen_height}x{run.frames}; try {', '.join(tips)}"
 
@@ -153,12 +229,22 @@ def _generate(run: ResolvedRun, source, *, progress: bool) -> GenerateResult:
     tiling = cfg.runtime.vae_tiling == "on" or (
         cfg.runtime.vae_tiling == "auto" and size.gen_height * size.gen_width > TILING_AUTO_PIXELS
     )
+    tile = cfg.runtime.vae_tile if tiling else None
     output = Path(cfg.output.path)
+    extra: dict[str, Any] = {}
     started = time.perf_counter()
     with StageProgress(enabled=progress) as bars:
         with bars.stage("load", f"loading {source.description}"):
             parts = load_components(source, dtype=dtype, device=placement.home)
-        latents = sample_latents(run, parts, placement=placement, bars=bars)
+        cond, uncond = encode_text(run, parts, placement=placement, bars=bars)
+        # One CPU generator for all noise, so a seed gives the same video on every device.
+        generator = torch.Generator("cpu").manual_seed(cfg.sampling.seed)
+        if cfg.method.name == "direct":
+            latents = sample_latents(run, parts, cond=cond, uncond=uncond, generator=generator,
+                                     placement=placement, bars=bars)
+        else:
+            latents, extra = _coarse_to_fine(run, parts, cond=cond, uncond=uncond, generator=generator,
+                                             placement=placement, bars=bars, tile=tile)
         vae = parts["vae"]
         n_out = count_decoded_frames(vae, run.latent_shape[2])
         crop = Crop.centre((size.gen_height, size.gen_width), (size.out_height, size.out_width))
@@ -166,42 +252,77 @@ def _generate(run: ResolvedRun, source, *, progress: bool) -> GenerateResult:
                          crf=cfg.output.crf) as writer:
             with bars.stage("decode_and_write", "decoding + writing" + (" (tiled)" if tiling else "")) as update, \
                     placement.active(vae):
-                for chunk in decode_frames(vae, latents, tile=cfg.runtime.vae_tile if tiling else None, crop=crop,
-                                           on_progress=update):
+                for chunk in decode_frames(vae, latents, tile=tile, crop=crop, on_progress=update):
                     writer.write(chunk)
             if writer.frames_written != n_out:
                 raise UditError(f"internal error: wrote {writer.frames_written} frames, expected {n_out}")
     seconds = time.perf_counter() - started
     sidecar = output.with_suffix(".json")
     record = _sidecar(run, source, device=device, dtype=dtype, tiling=tiling, timings=bars.timings, seconds=seconds)
+    record["derived"].update(extra)
     write_json_atomic(sidecar, json.dumps(record, indent=2, sort_keys=False) + "\n")
     return GenerateResult(video=output, sidecar=sidecar, frames=n_out, height=size.out_height, width=size.out_width,
                           seconds=seconds, timings=dict(bars.timings))
 
 
-def sample_latents(run: ResolvedRun, parts: dict[str, Any], *, placement, bars: StageProgress | None = None) -> torch.Tensor:
-    """Text encoding, seeded noise and the denoising loop: the latents of ``run`` (float32, on the device)."""
-    from .engine.sampler import denoise
-    from .engine.scheduling import build_scheduler
+def encode_text(run: ResolvedRun, parts: dict[str, Any], *, placement, bars: StageProgress | None = None):
+    """Prompt (and negative prompt, when any stage guides) → embeddings in the transformer's dtype, once per run."""
     from .engine.text import encode_prompts
 
     bars = bars or StageProgress(enabled=False)
-    cfg, device = run.config, placement.device
+    cfg = run.config
+    prompts = [cfg.prompt] + ([cfg.sampling.negative_prompt] if run.needs_negative() else [])
     with bars.stage("text_encoding", "encoding prompts"), placement.active(parts["text_encoder"]):
-        prompts = [cfg.prompt] + ([cfg.sampling.negative_prompt] if cfg.sampling.guidance > 1.0 else [])
         embeds = encode_prompts(parts["tokenizer"], parts["text_encoder"], prompts,
-                                max_length=cfg.sampling.max_sequence_length, device=device)
-        embeds = embeds.to(parts["transformer"].dtype)
-    cond, uncond = embeds[:1], (embeds[1:] if len(embeds) > 1 else None)
-    scheduler = build_scheduler(cfg.sampling.scheduler, shift=cfg.sampling.shift, base_config=parts["scheduler"])
-    scheduler.set_timesteps(cfg.sampling.steps, device=device)
-    # Noise comes from a CPU generator, so a seed gives the same video on every device.
-    generator = torch.Generator("cpu").manual_seed(cfg.sampling.seed)
-    noise = torch.randn(run.latent_shape, generator=generator, dtype=torch.float32).to(device)
-    with bars.stage("denoise", "denoising", total=cfg.sampling.steps) as update, \
-            placement.active(parts["transformer"]):
+                                max_length=cfg.sampling.max_sequence_length, device=placement.device)
+    embeds = embeds.to(parts["transformer"].dtype)
+    return embeds[:1], (embeds[1:] if len(embeds) > 1 else None)
+
+
+def sample_latents(run: ResolvedRun, parts: dict[str, Any], *, cond, uncond, generator: torch.Generator, placement,
+                   bars: StageProgress | None = None, latent_shape=None, stage: str = "denoise") -> torch.Tensor:
+    """Seeded noise and the denoising loop with stock attention (float32 latents on the device)."""
+    from .engine.sampler import denoise
+    from .engine.scheduling import build_scheduler
+
+    bars = bars or StageProgress(enabled=False)
+    sampling, device = run.config.sampling, placement.device
+    scheduler = build_scheduler(sampling.scheduler, shift=sampling.shift, base_config=parts["scheduler"])
+    scheduler.set_timesteps(sampling.steps, device=device)
+    noise = torch.randn(latent_shape or run.latent_shape, generator=generator, dtype=torch.float32).to(device)
+    label = "denoising" if stage == "denoise" else "base (native size)"
+    with bars.stage(stage, label, total=sampling.steps) as update, placement.active(parts["transformer"]):
         return denoise(parts["transformer"], scheduler, noise, timesteps=scheduler.timesteps, cond=cond,
-                       uncond=uncond, guidance=cfg.sampling.guidance, on_step=lambda i, n: update(i + 1, n))
+                       uncond=uncond if sampling.guidance > 1.0 else None, guidance=sampling.guidance,
+                       on_step=lambda i, n: update(i + 1, n))
+
+
+def _coarse_to_fine(run: ResolvedRun, parts, *, cond, uncond, generator, placement, bars, tile):
+    """FreeSwim: base video at the native size (or --input), then refinement at the target size."""
+    from .engine.refine import frames_to_video_tensor
+    from .engine.vae import decode_frames, decode_video, to_uint8_frames
+    from .methods.freeswim import refine
+
+    cfg, preset = run.config, run.preset
+    if run.input_frames is not None:
+        video = frames_to_video_tensor(run.input_frames, device=placement.device)
+    else:
+        base = sample_latents(run, parts, cond=cond, uncond=uncond, generator=generator, placement=placement,
+                              bars=bars, latent_shape=run.base_shape, stage="base_denoise")
+        with bars.stage("base_decode", "decoding base") as update, placement.active(parts["vae"]):
+            video = decode_video(parts["vae"], base, on_progress=update)
+        if cfg.output.save_base:
+            with VideoWriter(base_path(Path(cfg.output.path)), fps=cfg.output.fps, height=preset.native_height,
+                             width=preset.native_width, crf=cfg.output.crf) as writer:
+                writer.write(to_uint8_frames(video))
+    fs = cfg.method.freeswim
+    latents, report = refine(parts, video, settings=fs, preset=preset, height=run.size.gen_height,
+                             width=run.size.gen_width, cond=cond, uncond=uncond if fs.guidance > 1.0 else None,
+                             generator=generator, placement=placement, bars=bars, vae_tile=tile)
+    extra = {"freeswim": dataclasses.asdict(report)}
+    if cfg.output.save_base and run.input_frames is None:
+        extra["base_video"] = str(base_path(Path(cfg.output.path)))
+    return latents, extra
 
 
 def package_versions() -> dict[str, str]:

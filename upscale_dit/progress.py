@@ -65,13 +65,16 @@ class StageProgress:
         """Time a stage; yields ``update(done, total)`` to advance its bar."""
         task = self._progress.add_task(description, total=total)
         start = time.perf_counter()
+        updated = False
 
         def update(done: int, new_total: int) -> None:
+            nonlocal updated
+            updated = True
             self._progress.update(task, completed=done, total=new_total)
 
         try:
             yield update
         finally:
             self.timings[key] = round(self.timings.get(key, 0.0) + time.perf_counter() - start, 4)
-            if total is None:  # a spinner-only stage: show it as done
+            if total is None and not updated:  # a spinner-only stage: show it as done
                 self._progress.update(task, total=1, completed=1)

@@ -10,7 +10,7 @@ from upscale_dit import build_generate_config
 from upscale_dit.engine.device import Placement
 from upscale_dit.engine.loading import load_components, resolve_model
 from upscale_dit.engine.vae import decode_frames
-from upscale_dit.generation import resolve_run, sample_latents
+from upscale_dit.generation import encode_text, resolve_run, sample_latents
 
 PROMPT, NEGATIVE = "a red striped circle moving left", "blurry, low quality"
 
@@ -21,6 +21,13 @@ def _run(tmp_path, **flags):
     run, source = resolve_run(config)
     parts = load_components(source, dtype=torch.float32, device=torch.device("cpu"))
     return run, source, parts
+
+
+def _sample(run, parts, seed):
+    placement = Placement(torch.device("cpu"), offload=False)
+    cond, uncond = encode_text(run, parts, placement=placement)
+    return sample_latents(run, parts, cond=cond, uncond=uncond, generator=torch.Generator().manual_seed(seed),
+                          placement=placement)
 
 
 def _pipeline(parts):
@@ -34,7 +41,7 @@ def _pipeline(parts):
 @pytest.mark.parametrize("guidance", [5.0, 1.0])
 def test_latents_bit_equal_to_wan_pipeline(tmp_path, guidance):
     run, _, parts = _run(tmp_path, sampling__steps=3, sampling__seed=11, sampling__guidance=guidance)
-    ours = sample_latents(run, parts, placement=Placement(torch.device("cpu"), offload=False))
+    ours = _sample(run, parts, 11)
     pipe = _pipeline(parts)
     cfg = run.config
     theirs = pipe(PROMPT, negative_prompt=NEGATIVE, height=run.size.gen_height, width=run.size.gen_width, num_frames=run.frames,
@@ -46,7 +53,7 @@ def test_latents_bit_equal_to_wan_pipeline(tmp_path, guidance):
 
 def test_decoded_frames_match_wan_pipeline(tmp_path):
     run, _, parts = _run(tmp_path, sampling__steps=2, sampling__seed=5)
-    latents = sample_latents(run, parts, placement=Placement(torch.device("cpu"), offload=False))
+    latents = _sample(run, parts, 5)
     ours = np.concatenate(list(decode_frames(parts["vae"], latents)))
     theirs = _pipeline(parts)(PROMPT, negative_prompt=NEGATIVE, height=run.size.gen_height, width=run.size.gen_width,
                               num_frames=run.frames, num_inference_steps=2, generator=torch.Generator().manual_seed(5),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -21,6 +22,8 @@ EXAMPLES = """
   udit generate "a red circle moving left" --model tiny --out demo.mp4
   udit generate "a cat surfing" --res 1080p --frames 81 --out cat.mp4
   udit generate "a cat surfing" --res 2x --set sampling.steps=30 --preset my.yaml
+  udit generate "a cat surfing" --res 2160p --method freeswim --save-base --out cat4k.mp4
+  udit generate "a cat surfing" --method freeswim --input cat480p.mp4 --res 1080p --out cat1080p.mp4
 """
 
 
@@ -34,7 +37,23 @@ def generate(
     frames: FramesOpt = None,
     method: Annotated[str | None, typer.Option(
         "--method", rich_help_panel="Method", show_default=False,
-        help="direct: plain generation at the target size with stock attention (the baseline). \\[default: direct]",
+        help="direct: plain generation at the target size with stock attention (the baseline). "
+             "freeswim: generate at the model's native size, upsample, then refine at the target size with "
+             "inward sliding-window attention and a full-attention branch that overrides cross-attention "
+             "(training-free). \\[default: direct]",
+    )] = None,
+    input_video: Annotated[Path | None, typer.Option(
+        "--input", "-i", rich_help_panel="Method", show_default=False, exists=True, dir_okay=False,
+        help="Refine this video instead of generating a base (freeswim as a video upscaler); its first 4k+1 "
+             "frames are used.",
+    )] = None,
+    strength: Annotated[float | None, typer.Option(
+        "--strength", rich_help_panel="Method", show_default=False,
+        help="How much of the refinement schedule runs, (0, 1]: higher changes more. \\[default: 0.7]",
+    )] = None,
+    save_base: Annotated[bool | None, typer.Option(
+        "--save-base/--no-save-base", rich_help_panel="Method", show_default=False,
+        help="Also write the native-size base video as OUT.base.mp4, for comparison. \\[default: off]",
     )] = None,
     steps: StepsOpt = None,
     guidance: GuidanceOpt = None,
@@ -61,6 +80,8 @@ def generate(
     config = build_generate_config(
         prompt, preset=preset or (), set=set_ or (),
         model=model, resolution=res, aspect=aspect, frames=frames, method__name=method,
+        input=str(input_video) if input_video else None, method__freeswim__strength=strength,
+        output__save_base=save_base,
         sampling__steps=steps, sampling__guidance=guidance, sampling__shift=shift, sampling__scheduler=scheduler,
         sampling__seed=seed, sampling__negative_prompt=negative_prompt,
         output__path=str(out) if out else None, output__overwrite=overwrite, output__fps=fps,

@@ -30,7 +30,9 @@ FramesOpt = Annotated[int | None, typer.Option(
     help="Number of frames; must be 4k+1 (Wan's VAE compresses time by 4): 17, 33, 49, 81... Other values are "
          "refused with the nearest valid ones. \\[default: the model's, 81 for Wan]")]
 StepsOpt = Annotated[int | None, typer.Option(
-    "--steps", rich_help_panel=SAMPLING, show_default=False, help="Denoising steps. \\[default: the model's, 50]")]
+    "--steps", rich_help_panel=SAMPLING, show_default=False,
+    help="Denoising steps (for freeswim: of the native-size base stage; the refinement's are "
+         "method.freeswim.steps). \\[default: the model's, 50]")]
 GuidanceOpt = Annotated[float | None, typer.Option(
     "--guidance", "-g", rich_help_panel=SAMPLING, show_default=False,
     help="Classifier-free guidance scale; 1 turns the negative pass off. \\[default: the model's, 5.0]")]

@@ -150,3 +150,18 @@ def resolve_frames(frames: int | None, model: ModelPreset) -> int:
     value = model.frames if frames is None else frames
     check_frames(value, model.vae_scale_temporal)
     return value
+
+
+def method_defaults(method: str, model: str) -> dict[str, Any]:
+    """A method preset's values for one model: ``defaults`` overlaid with ``models.<model>``."""
+    path = presets_dir() / "methods" / f"{method}.yaml"
+    data = read_yaml(path)
+    return deep_merge(data.get("defaults", {}), data.get("models", {}).get(model, {}))
+
+
+def fill_from(config: Any, defaults: Mapping[str, Any], *, source: str) -> Any:
+    """Replace the ``None`` fields of a config dataclass with ``defaults`` (validated like any preset)."""
+    from .loader import to_dict
+
+    given = {k: v for k, v in to_dict(config).items() if v is not None}
+    return build(type(config), deep_merge(defaults, given), source=source)

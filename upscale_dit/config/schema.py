@@ -81,12 +81,48 @@ class ModelPreset:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
-class MethodConfig:
-    """Which method runs; method-specific settings arrive with each method."""
+class FreeSwimConfig:
+    """FreeSwim refinement (spec freeswim.md §5). `None` means: the method preset's value for this model."""
 
-    name: Literal["direct"] = _help(
-        "`direct`: plain generation at the target size with stock attention (the baseline).", "direct"
+    strength: float | None = _help("Noise level the upsampled video is re-noised to (0, 1]; 0.7 runs the last 70% of the steps.")
+    steps: int | None = _help("Scheduled refinement steps before truncation by strength (50 → 35 run).")
+    shift: float | None = _help("Flow shift of the refinement schedule (9: start at sigma 0.954).")
+    guidance: float | None = _help("Guidance scale of the refinement.")
+    scheduler: SchedulerName | None = _help("Refinement sampler: unipc or euler.")
+    mode: Literal["exact", "cache"] | None = _help(
+        "`exact`: the full-attention branch runs on every pass (reference no-cache semantics, slow); "
+        "`cache`: it runs on conditional passes every `cache_steps` steps and its cross-attention is reused.")
+    cache_steps: int | None = _help("k: refresh the cross-attention cache every k steps (cache mode).")
+    window: str | None = _help("`reference` (2*floor(n/2)+1 of the native token grid), `native`, or ROWSxCOLS tokens.")
+    inward: bool | None = _help("Clamp border windows inside the grid (FreeSwim); false is the 'w/o inward' ablation.")
+    scale: bool | None = _help("Sharpen self-attention by sqrt(log_N(2N)) (N = scale_tokens); false keeps 1/sqrt(d).")
+    scale_tokens: int | None = _help("N of the attention scale: native tokens per frame (1560 for Wan2.1-1.3B).")
+    cache_device: Literal["auto", "gpu", "cpu"] | None = _help(
+        "Where the cross-attention cache lives; `auto` picks from the memory budget (CPU = pinned, async copies).")
+    kernel: str | None = _help("Window-attention kernel: auto, or a registered name (sdpa_mask, flex).")
+
+    def __post_init__(self) -> None:
+        if self.strength is not None and not 0.0 < self.strength <= 1.0:
+            raise ConfigError(f"`method.freeswim.strength` must be in (0, 1], got {self.strength}")
+        if self.steps is not None and self.steps < 1:
+            raise ConfigError(f"`method.freeswim.steps` must be at least 1, got {self.steps}")
+        if self.cache_steps is not None and self.cache_steps < 1:
+            raise ConfigError(f"`method.freeswim.cache_steps` must be at least 1 (k=1 refreshes every step), got {self.cache_steps}")
+        if self.shift is not None and self.shift <= 0:
+            raise ConfigError(f"`method.freeswim.shift` must be > 0, got {self.shift}")
+        if self.scale_tokens is not None and self.scale_tokens < 2:
+            raise ConfigError(f"`method.freeswim.scale_tokens` must be >= 2, got {self.scale_tokens}")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class MethodConfig:
+    """Which method runs, and each method's settings."""
+
+    name: Literal["direct", "freeswim"] = _help(
+        "`direct`: plain generation at the target size with stock attention (the baseline); "
+        "`freeswim`: native-size generation, pixel upsampling, then refinement with FreeSwim attention.", "direct"
     )
+    freeswim: FreeSwimConfig = field(default_factory=FreeSwimConfig, metadata={"help": "FreeSwim settings."})
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -122,6 +158,7 @@ class OutputConfig:
     overwrite: bool = _help("Replace an existing output instead of refusing.", False)
     fps: int | None = _help("Frame rate of the mp4 (default: the model's).")
     crf: int = _help("H.264 constant rate factor: 0 lossless, 18 visually lossless, 28 small.", 18)
+    save_base: bool = _help("Also write the native-size base video as FILE.base.mp4 (coarse-to-fine methods).", False)
 
     def __post_init__(self) -> None:
         if not self.path.lower().endswith(".mp4"):
@@ -157,7 +194,8 @@ class GenerateConfig:
     model: str = _help("Model preset name, local diffusers folder, or Hugging Face id.", "wan2.1-t2v-1.3b")
     resolution: str = _help("480p/720p/1080p/1440p/2160p, 2x/3x/4x of native, native, or WxH (e.g. 1920x1080).", "native")
     aspect: str | None = _help("Aspect W:H for the named p-resolutions, e.g. 9:16 or 1:1 (default 16:9).")
-    frames: int | None = _help("Frame count, 4k+1 (default: the model's).")
+    frames: int | None = _help("Frame count, 4k+1 (default: the model's, or the input video's).")
+    input: str | None = _help("Video to refine instead of generating the base (methods with a refinement stage).")
     method: MethodConfig = field(default_factory=MethodConfig, metadata={"help": "Method settings."})
     sampling: SamplingConfig = field(default_factory=SamplingConfig, metadata={"help": "Sampling settings."})
     output: OutputConfig = field(default_factory=OutputConfig, metadata={"help": "Output settings."})

@@ -27,15 +27,20 @@ class PassInfo:
 
 
 class PassController:
-    """Tells attention processors which pass is running. The default only opens diffusers' cache context."""
+    """Runs each transformer pass; methods subclass it to tell their attention processors what to do.
+
+    The default runs the plain model inside diffusers' cache context, as ``WanPipeline`` does.
+    """
 
     def begin_generation(self) -> None:
         """Called once before the first step (reset per-generation state here)."""
 
-    def pass_context(self, transformer, info: PassInfo):
-        if hasattr(transformer, "cache_context"):
-            return transformer.cache_context(info.name)
-        return contextlib.nullcontext()
+    def run_pass(self, transformer, model_input: torch.Tensor, timestep: torch.Tensor, embeds: torch.Tensor,
+                 info: PassInfo) -> torch.Tensor:
+        context = transformer.cache_context(info.name) if hasattr(transformer, "cache_context") else contextlib.nullcontext()
+        with context:
+            return transformer(hidden_states=model_input, timestep=timestep, encoder_hidden_states=embeds,
+                               return_dict=False)[0]
 
 
 @torch.no_grad()
@@ -62,17 +67,15 @@ def denoise(
     model_dtype = transformer.dtype
     num_steps = len(timesteps)
     sigmas = getattr(scheduler, "sigmas", None)
+    offset = getattr(scheduler, "begin_index", None) or 0  # a truncated (refinement) schedule starts later
     for i, t in enumerate(timesteps):
-        sigma = float(sigmas[i]) if sigmas is not None and i < len(sigmas) else float("nan")
+        sigma = float(sigmas[offset + i]) if sigmas is not None and offset + i < len(sigmas) else float("nan")
         model_input = latents.to(model_dtype)
         timestep = t.expand(latents.shape[0])
-        with controller.pass_context(transformer, PassInfo("cond", i, num_steps, sigma)):
-            prediction = transformer(hidden_states=model_input, timestep=timestep, encoder_hidden_states=cond,
-                                     return_dict=False)[0]
+        prediction = controller.run_pass(transformer, model_input, timestep, cond, PassInfo("cond", i, num_steps, sigma))
         if use_cfg:
-            with controller.pass_context(transformer, PassInfo("uncond", i, num_steps, sigma)):
-                negative = transformer(hidden_states=model_input, timestep=timestep, encoder_hidden_states=uncond,
-                                       return_dict=False)[0]
+            negative = controller.run_pass(transformer, model_input, timestep, uncond,
+                                           PassInfo("uncond", i, num_steps, sigma))
             prediction = negative + guidance * (prediction - negative)
         latents = scheduler.step(prediction, t, latents, return_dict=False)[0]
         if on_step:

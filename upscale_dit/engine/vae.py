@@ -109,14 +109,26 @@ def _decode_chunk(vae, z_frame: torch.Tensor, cache: list, first: bool) -> torch
     return out.clamp(-1.0, 1.0)
 
 
-def _decode_whole(vae, z, crop: Crop, on_progress) -> Iterator[np.ndarray]:
+def _float_chunks(vae, z, on_progress) -> Iterator[torch.Tensor]:
     cache = _new_cache(vae)
     frames = z.shape[2]
     for k in range(frames):
         chunk = _decode_chunk(vae, z[:, :, k : k + 1], cache, first=k == 0)
         if on_progress:
             on_progress(k + 1, frames)
+        yield chunk
+
+
+def _decode_whole(vae, z, crop: Crop, on_progress) -> Iterator[np.ndarray]:
+    for chunk in _float_chunks(vae, z, on_progress):
         yield crop.apply(to_uint8_frames(chunk))
+
+
+@torch.no_grad()
+def decode_video(vae, latents: torch.Tensor, *, on_progress: ProgressFn | None = None) -> torch.Tensor:
+    """Decode to one float video ``[1, 3, T, H, W]`` in [-1, 1]: for native-size base videos that get refined."""
+    z = denormalize_latents(vae, latents.to(vae.device, vae.dtype))
+    return torch.cat(list(_float_chunks(vae, z, on_progress)), dim=2)
 
 
 def _blend_rows(above: torch.Tensor, tile: torch.Tensor, extent: int) -> None:

@@ -1,0 +1,71 @@
+"""Video-to-video pieces of the coarse-to-fine pipeline: upsample in pixel space, encode, noise to a strength.
+
+Mirrors what FreeSwim's stage C does through diffusers' video-to-video pipeline, in our own code:
+bilinear per-frame upsampling (half-pixel centres, no antialiasing: OpenCV's INTER_LINEAR), VAE encode
+taking the posterior mode, Wan's latent standardisation, and flow noising x = (1 - sigma) x0 + sigma eps at
+the first kept step of a schedule truncated by ``strength``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import ConfigError
+from .vae import normalize_latents
+
+
+def frames_to_video_tensor(frames: np.ndarray, *, device: torch.device) -> torch.Tensor:
+    """uint8 ``[T, H, W, 3]`` → float32 ``[1, 3, T, H, W]`` in [-1, 1]."""
+    video = torch.from_numpy(np.ascontiguousarray(frames)).to(device)
+    return (video.permute(3, 0, 1, 2).unsqueeze(0).float() / 127.5) - 1.0
+
+
+def upsample_video(video: torch.Tensor, height: int, width: int, *, chunk: int = 8) -> torch.Tensor:
+    """Bilinear per-frame resize of ``[1, 3, T, H, W]`` to ``(height, width)``, a few frames at a time."""
+    if video.shape[-2:] == (height, width):
+        return video
+    out = video.new_empty((*video.shape[:3], height, width))
+    for start in range(0, video.shape[2], chunk):
+        frames = video[0, :, start : start + chunk].permute(1, 0, 2, 3)  # [t, 3, H, W]
+        resized = F.interpolate(frames, size=(height, width), mode="bilinear", align_corners=False, antialias=False)
+        out[0, :, start : start + chunk] = resized.permute(1, 0, 2, 3)
+    return out
+
+
+@torch.no_grad()
+def encode_video(vae, video: torch.Tensor, *, tile: int | None = None) -> torch.Tensor:
+    """``[1, 3, T, H, W]`` in [-1, 1] → standardised latents (posterior mode), optionally tiled."""
+    if tile is not None:
+        vae.enable_tiling(tile_sample_min_height=tile, tile_sample_min_width=tile,
+                          tile_sample_stride_height=tile * 3 // 4, tile_sample_stride_width=tile * 3 // 4)
+    try:
+        z = vae.encode(video.to(vae.device, vae.dtype)).latent_dist.mode()
+    finally:
+        if tile is not None:
+            vae.disable_tiling()
+    return normalize_latents(vae, z.float())
+
+
+def truncate_schedule(scheduler, steps: int, strength: float) -> tuple[torch.Tensor, int]:
+    """Timesteps to run for ``strength`` (the last ``int(steps*strength)`` of ``steps``) and the first's index."""
+    if not 0.0 < strength <= 1.0:
+        raise ConfigError(f"`strength` must be in (0, 1], got {strength}")
+    kept = min(int(steps * strength), steps)
+    if kept < 1:
+        raise ConfigError(f"strength {strength} with {steps} steps runs no step; raise the strength or the steps")
+    start = steps - kept
+    order = getattr(scheduler, "order", 1)
+    timesteps = scheduler.timesteps[start * order :]
+    if hasattr(scheduler, "set_begin_index"):
+        scheduler.set_begin_index(start * order)
+    return timesteps, start * order
+
+
+def noise_latents(scheduler, clean: torch.Tensor, noise: torch.Tensor, first_timestep: torch.Tensor) -> torch.Tensor:
+    """Flow noising of clean latents to the schedule's first kept step."""
+    timestep = first_timestep.reshape(1).expand(clean.shape[0])
+    if hasattr(scheduler, "add_noise"):
+        return scheduler.add_noise(clean, noise, timestep)
+    return scheduler.scale_noise(clean, timestep, noise)

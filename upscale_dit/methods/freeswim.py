@@ -1,0 +1,137 @@
+"""FreeSwim's refinement stage: upsample → encode → re-noise → denoise with the FreeSwim attention plan.
+
+The base stage (native-size text-to-video) is the engine's ordinary sampler; this module adds what happens
+after it (or to an input video): spec freeswim.md §1 stage B and C.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import torch
+
+from ..attention import TokenGeometry, build_token_geometry, freeswim_attention_scale
+from ..attention.cross_cache import CrossAttnCache
+from ..attention.dual_path import FreeSwimController, apply_freeswim
+from ..config import FreeSwimConfig, ModelPreset, fill_from, method_defaults
+from ..engine.refine import encode_video, noise_latents, truncate_schedule, upsample_video
+from ..engine.sampler import denoise
+from ..engine.scheduling import build_scheduler
+from ..errors import ConfigError
+
+_WINDOW = re.compile(r"^\s*(\d+)\s*x\s*(\d+)\s*$", re.IGNORECASE)
+
+
+def resolve_settings(settings: FreeSwimConfig, preset: ModelPreset) -> FreeSwimConfig:
+    """Fill unset FreeSwim fields from ``presets/methods/freeswim.yaml`` (defaults, then the model's entry)."""
+    defaults = method_defaults("freeswim", preset.name)
+    defaults.setdefault("scale_tokens", preset.native_grid[0] * preset.native_grid[1])
+    filled = fill_from(settings, defaults, source="method.freeswim")
+    window_of(filled, preset)  # validate the window spelling now, before any weights load
+    return filled
+
+
+def window_of(settings: FreeSwimConfig, preset: ModelPreset) -> tuple[int, int]:
+    """The window in tokens: the model preset's reference window, its native grid, or explicit ROWSxCOLS."""
+    spec = settings.window
+    if spec == "reference":
+        return preset.window_rows, preset.window_cols
+    if spec == "native":
+        return preset.native_grid
+    m = _WINDOW.match(str(spec))
+    if not m or int(m[1]) < 1 or int(m[2]) < 1:
+        raise ConfigError(f"`method.freeswim.window` must be reference, native or ROWSxCOLS (e.g. 31x53), got {spec!r}")
+    return int(m[1]), int(m[2])
+
+
+def build_geometry(settings: FreeSwimConfig, preset: ModelPreset, *, frames: int, height: int,
+                   width: int) -> TokenGeometry:
+    geometry = build_token_geometry(
+        frames, height, width, native_height=preset.native_height, native_width=preset.native_width,
+        vae_scale_spatial=preset.vae_scale_spatial, vae_scale_temporal=preset.vae_scale_temporal,
+        patch_size=preset.patch_size, window=window_of(settings, preset), inward=settings.inward,
+    )
+    return geometry
+
+
+def cross_cache_bytes(transformer, geometry: TokenGeometry) -> int:
+    """One pre-projection cross-attention output per block: tokens x inner dim x dtype bytes x blocks."""
+    cfg = transformer.config
+    inner = cfg.num_attention_heads * cfg.attention_head_dim
+    return geometry.num_tokens * inner * transformer.dtype.itemsize * cfg.num_layers
+
+
+def choose_cache_storage(choice: str, *, nbytes: int, device: torch.device) -> torch.device:
+    """`auto`: keep the cache on the GPU when it takes under half of the free memory, else in pinned CPU memory."""
+    if device.type != "cuda":
+        return torch.device("cpu")
+    if choice == "gpu":
+        return device
+    if choice == "cpu":
+        return torch.device("cpu")
+    free, _ = torch.cuda.mem_get_info(device)
+    return device if nbytes < free // 2 else torch.device("cpu")
+
+
+@dataclass(frozen=True, slots=True)
+class RefineReport:
+    """What the refinement did, for the sidecar."""
+
+    steps_run: int
+    first_sigma: float
+    cache_storage: str
+    cache_refreshes: int
+    dual_passes: int
+    window: tuple[int, int]
+    scale: float | None
+    kernel: str
+
+
+def refine(
+    parts: dict,
+    video: torch.Tensor,
+    *,
+    settings: FreeSwimConfig,
+    preset: ModelPreset,
+    height: int,
+    width: int,
+    cond: torch.Tensor,
+    uncond: torch.Tensor | None,
+    generator: torch.Generator,
+    placement,
+    bars,
+    vae_tile: int | None,
+) -> tuple[torch.Tensor, RefineReport]:
+    """Refine ``video`` (``[1, 3, T, h, w]`` in [-1, 1], any size) to latents at ``height`` x ``width``."""
+    device = placement.device
+    transformer, vae = parts["transformer"], parts["vae"]
+    frames = video.shape[2]
+    with bars.stage("upsample_encode", "upsampling + encoding"), placement.active(vae):
+        upsampled = upsample_video(video.to(device), height, width)
+        clean = encode_video(vae, upsampled, tile=vae_tile)
+        del upsampled
+    geometry = build_geometry(settings, preset, frames=frames, height=height, width=width)
+    head_dim = transformer.config.attention_head_dim
+    scale = freeswim_attention_scale(head_dim, settings.scale_tokens) if settings.scale else None
+    storage = choose_cache_storage(settings.cache_device, nbytes=cross_cache_bytes(transformer, geometry),
+                                   device=device)
+    controller = FreeSwimController(geometry=geometry, mode=settings.mode, cache_steps=settings.cache_steps,
+                                    scale=scale, kernel=settings.kernel, cache=CrossAttnCache(storage))
+    scheduler = build_scheduler(settings.scheduler, shift=settings.shift, base_config=parts["scheduler"])
+    scheduler.set_timesteps(settings.steps, device=device)
+    timesteps, start = truncate_schedule(scheduler, settings.steps, settings.strength)
+    noise = torch.randn(clean.shape, generator=generator, dtype=torch.float32).to(device)
+    latents = noise_latents(scheduler, clean, noise, timesteps[0])
+    with bars.stage("refine", f"refining ({settings.mode}, k={settings.cache_steps})", total=len(timesteps)) as update, \
+            placement.active(transformer), apply_freeswim(transformer, controller):
+        latents = denoise(transformer, scheduler, latents, timesteps=timesteps, cond=cond, uncond=uncond,
+                          guidance=settings.guidance, controller=controller, on_step=lambda i, n: update(i + 1, n))
+    report = RefineReport(
+        steps_run=len(timesteps), first_sigma=round(float(scheduler.sigmas[start]), 6), cache_storage=str(storage),
+        cache_refreshes=controller.cache.refreshes,
+        dual_passes=sum(plan.dual for _, _, plan in controller.history), window=geometry.window, scale=scale,
+        kernel=controller.chosen_kernel or "dense (window covers the grid)",
+    )
+    controller.cache.reset()
+    return latents, report
