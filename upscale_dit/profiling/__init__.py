@@ -1,0 +1,125 @@
+"""Cost model for udit: tokens, parameters, FLOPs and bytes of a run, from config dicts alone.
+
+Pure functions with their derivations beside them (no weights, no GPU, no diffusers import): ``estimate_cost`` is
+what ``udit profile`` prints and what the engine's pre-flight check reads; the building blocks below are public so
+the attention-geometry module and benchmarks can use or feed them.
+
+Modules: ``dims`` (config views, units), ``params`` (parameter counts, LoRA sizes), ``attention`` (keys per query,
+block density, attention FLOPs), ``flops`` (per-call FLOPs), ``memory`` (activations, workspaces, caches),
+``vae`` (VAE parameters, memory, FLOPs), ``cost`` (run-level estimate).
+"""
+
+from .attention import (
+    KeyCounter,
+    attention_flops,
+    exact_window_keys,
+    gclf_keys,
+    inward_window_keys,
+    keys_from_block_density,
+)
+from .cost import (
+    CostEstimate,
+    Direct,
+    FlopEstimate,
+    FreeSwim,
+    Gclf,
+    LoraSpec,
+    MemoryEstimate,
+    ModelSpec,
+    RunSpec,
+    estimate_cost,
+    time_floor,
+)
+from .dims import (
+    TextEncoderDims,
+    TokenCounts,
+    TokenGrid,
+    TransformerDims,
+    VaeDims,
+    dtype_bytes,
+    dtype_name,
+    token_counts,
+)
+from .flops import Branch, ForwardFlops, forward_flops, text_encoder_flops
+from .memory import (
+    ActivationBytes,
+    LoraTrainingBytes,
+    attention_workspace_bytes,
+    block_mask_bytes,
+    cross_attn_cache_bytes,
+    dense_mask_bytes,
+    format_gib,
+    gib,
+    lora_training_bytes,
+    transformer_activation_bytes,
+    video_bytes,
+)
+from .params import (
+    LinearLayer,
+    ParamCounts,
+    count_params_on_meta,
+    count_text_encoder_params,
+    count_transformer_params,
+    lora_param_count,
+    text_encoder_weight_bytes,
+    transformer_linears,
+    transformer_weight_bytes,
+)
+from .vae import VaeMemory, VaeTiling, count_vae_params, estimate_vae_memory, vae_flops
+
+__all__ = [
+    "ActivationBytes",
+    "Branch",
+    "CostEstimate",
+    "Direct",
+    "FlopEstimate",
+    "ForwardFlops",
+    "FreeSwim",
+    "Gclf",
+    "KeyCounter",
+    "LinearLayer",
+    "LoraSpec",
+    "LoraTrainingBytes",
+    "MemoryEstimate",
+    "ModelSpec",
+    "ParamCounts",
+    "RunSpec",
+    "TextEncoderDims",
+    "TokenCounts",
+    "TokenGrid",
+    "TransformerDims",
+    "VaeDims",
+    "VaeMemory",
+    "VaeTiling",
+    "attention_flops",
+    "attention_workspace_bytes",
+    "block_mask_bytes",
+    "count_params_on_meta",
+    "count_text_encoder_params",
+    "count_transformer_params",
+    "count_vae_params",
+    "cross_attn_cache_bytes",
+    "dense_mask_bytes",
+    "dtype_bytes",
+    "dtype_name",
+    "estimate_cost",
+    "estimate_vae_memory",
+    "exact_window_keys",
+    "format_gib",
+    "forward_flops",
+    "gclf_keys",
+    "gib",
+    "inward_window_keys",
+    "keys_from_block_density",
+    "lora_param_count",
+    "lora_training_bytes",
+    "text_encoder_flops",
+    "text_encoder_weight_bytes",
+    "time_floor",
+    "token_counts",
+    "transformer_activation_bytes",
+    "transformer_linears",
+    "transformer_weight_bytes",
+    "vae_flops",
+    "video_bytes",
+]
