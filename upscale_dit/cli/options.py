@@ -71,7 +71,7 @@ OffloadOpt = Annotated[str | None, typer.Option(
          "memory, some transfer time). \\[default: none]")]
 TilingOpt = Annotated[str | None, typer.Option(
     "--vae-tiling", rich_help_panel=MEMORY, show_default=False,
-    help="auto (on above 1280x720), on, off: decode in overlapping spatial tiles to bound VAE memory. "
+    help="auto (on above 864x480), on, off: decode in overlapping spatial tiles to bound VAE memory. "
          "[default: auto]")]
 TileOpt = Annotated[int | None, typer.Option(
     "--vae-tile", rich_help_panel=MEMORY, show_default=False,

@@ -176,7 +176,7 @@ class RuntimeConfig:
     device: DeviceName = _help("`auto` (CUDA if available), `cpu`, `cuda` or `cuda:N`.", "auto")
     dtype: DtypeName = _help("Transformer/text-encoder dtype; `auto` = bfloat16 on CUDA, float32 on CPU. The VAE stays float32.", "auto")
     offload: OffloadMode = _help("`model`: keep components on the CPU and move each to the GPU only while it runs.", "none")
-    vae_tiling: TilingMode = _help("Decode/encode the VAE in overlapping spatial tiles; `auto` = on above 720p.", "auto")
+    vae_tiling: TilingMode = _help("Decode/encode the VAE in overlapping spatial tiles; `auto` = on above 864x480.", "auto")
     vae_tile: int = _help("VAE tile size in pixels (stride is 3/4 of it).", 256)
 
     def __post_init__(self) -> None:

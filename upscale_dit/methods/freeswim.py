@@ -19,6 +19,7 @@ from ..engine.refine import encode_video, noise_latents, truncate_schedule, upsa
 from ..engine.sampler import denoise
 from ..engine.scheduling import build_scheduler
 from ..errors import ConfigError
+from ..profiling import cross_attn_cache_bytes
 
 _WINDOW = re.compile(r"^\s*(\d+)\s*x\s*(\d+)\s*$", re.IGNORECASE)
 
@@ -53,13 +54,6 @@ def build_geometry(settings: FreeSwimConfig, preset: ModelPreset, *, frames: int
         patch_size=preset.patch_size, window=window_of(settings, preset), inward=settings.inward,
     )
     return geometry
-
-
-def cross_cache_bytes(transformer, geometry: TokenGeometry) -> int:
-    """One pre-projection cross-attention output per block: tokens x inner dim x dtype bytes x blocks."""
-    cfg = transformer.config
-    inner = cfg.num_attention_heads * cfg.attention_head_dim
-    return geometry.num_tokens * inner * transformer.dtype.itemsize * cfg.num_layers
 
 
 def choose_cache_storage(choice: str, *, nbytes: int, device: torch.device) -> torch.device:
@@ -114,8 +108,8 @@ def refine(
     geometry = build_geometry(settings, preset, frames=frames, height=height, width=width)
     head_dim = transformer.config.attention_head_dim
     scale = freeswim_attention_scale(head_dim, settings.scale_tokens) if settings.scale else None
-    storage = choose_cache_storage(settings.cache_device, nbytes=cross_cache_bytes(transformer, geometry),
-                                   device=device)
+    cache_bytes = cross_attn_cache_bytes(dict(transformer.config), geometry.num_tokens, transformer.dtype)
+    storage = choose_cache_storage(settings.cache_device, nbytes=cache_bytes, device=device)
     controller = FreeSwimController(geometry=geometry, mode=settings.mode, cache_steps=settings.cache_steps,
                                     scale=scale, kernel=settings.kernel, cache=CrossAttnCache(storage))
     scheduler = build_scheduler(settings.scheduler, shift=settings.shift, base_config=parts["scheduler"])
