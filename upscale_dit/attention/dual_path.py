@@ -27,6 +27,7 @@ from .cross_cache import CrossAttnCache
 from .geometry import TokenGeometry
 from .kernels import choose_kernel, window_attention
 from .layout import from_layout, to_layout
+from .plan import AttentionPlanHandle, install_plan
 from .projections import check_text_only, dense_attention, project_keys_values, project_out, project_queries
 
 CrossMode = Literal["own", "override", "cached"]
@@ -162,25 +163,6 @@ class FreeSwimCrossAttnProcessor:
         return attn.to_out[1](attn.to_out[0](heads))
 
 
-class AttentionPlanHandle:
-    """Restores the processors a transformer had before :func:`apply_freeswim`; also a context manager."""
-
-    def __init__(self, transformer, saved: dict) -> None:
-        self._transformer, self._saved = transformer, saved
-
-    def remove(self) -> None:
-        if self._saved is not None:
-            self._transformer.set_attn_processor(self._saved)
-            self._transformer._udit_attention_plan = None
-            self._saved = None
-
-    def __enter__(self) -> "AttentionPlanHandle":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.remove()
-
-
 def apply_freeswim(transformer, controller: FreeSwimController) -> AttentionPlanHandle:
     """Install FreeSwim processors on every attention layer of a Wan transformer.
 
@@ -189,12 +171,8 @@ def apply_freeswim(transformer, controller: FreeSwimController) -> AttentionPlan
         >>> ...  # sample with denoise(..., controller=controller)
         >>> handle.remove()
     """
-    existing = getattr(transformer, "_udit_attention_plan", None)
-    if existing is not None:
-        raise RuntimeError(f"an attention plan ({existing}) is already applied; call its handle's remove() first")
-    saved = dict(transformer.attn_processors)
     processors = {}
-    for name in saved:
+    for name in transformer.attn_processors:
         parts = name.split(".")
         if "attn1" in parts:
             processors[name] = FreeSwimSelfAttnProcessor(controller)
@@ -202,6 +180,4 @@ def apply_freeswim(transformer, controller: FreeSwimController) -> AttentionPlan
             processors[name] = FreeSwimCrossAttnProcessor(controller, block=int(parts[parts.index("blocks") + 1]))
         else:
             raise RuntimeError(f"unexpected attention layer {name!r}: FreeSwim knows Wan's attn1/attn2 only")
-    transformer.set_attn_processor(processors)
-    transformer._udit_attention_plan = "freeswim"
-    return AttentionPlanHandle(transformer, saved)
+    return install_plan(transformer, "freeswim", processors)

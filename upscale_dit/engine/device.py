@@ -51,3 +51,20 @@ class Placement:
                 module.to("cpu")
                 if self.device.type == "cuda":
                     torch.cuda.empty_cache()
+
+
+def cast_keeping_fp32(module: torch.nn.Module, dtype: torch.dtype, keep: set[str] | None = None) -> None:
+    """Cast floating parameters and buffers to ``dtype`` except those whose dotted name has a part in ``keep``.
+
+    ``keep`` defaults to the model's ``_keep_in_fp32_modules`` (Wan: RoPE, time embedder, norms and the
+    ``scale_shift_table`` parameters), matching what diffusers' ``from_pretrained(torch_dtype=...)`` does, so a
+    model built in code equals a loaded checkpoint. Works on the meta device; tied parameters stay tied.
+    """
+    if keep is None:
+        keep = set(getattr(module, "_keep_in_fp32_modules", None) or ())
+    for prefix, sub in module.named_modules():
+        for tensors in (sub._parameters, sub._buffers):
+            for key, tensor in tensors.items():
+                name = f"{prefix}.{key}" if prefix else key
+                if tensor is not None and tensor.is_floating_point() and not keep & set(name.split(".")):
+                    tensor.data = tensor.data.to(dtype)
