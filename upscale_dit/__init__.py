@@ -8,6 +8,7 @@ from ._version import __version__
 from .config import GenerateConfig, MethodConfig, OutputConfig, RuntimeConfig, SamplingConfig
 from .errors import ConfigError, InputVideoError, ModelNotFoundError, OutOfMemoryError, OutputError, UditError
 from .generation import GenerateResult, build_generate_config, generate
+from .training import TrainResult, layer_train_config, train_relay
 
 __all__ = [
     "ConfigError",
@@ -21,8 +22,11 @@ __all__ = [
     "OutputError",
     "RuntimeConfig",
     "SamplingConfig",
+    "TrainResult",
     "UditError",
     "__version__",
     "build_generate_config",
     "generate",
+    "layer_train_config",
+    "train_relay",
 ]

@@ -5,6 +5,7 @@ prompt → text embeddings → noise at the generation size → our sampler → 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import platform
@@ -37,6 +38,7 @@ class GenerateResult:
     width: int
     seconds: float
     timings: dict[str, float]
+    memory: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)  # per stage: StageProgress.memory
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,10 +54,17 @@ class ResolvedRun:
     input_frames: np.ndarray | None = None  # uint8 [T, H, W, 3] of --input
 
     def needs_negative(self) -> bool:
+        method = self.config.method
         guidances = [self.config.sampling.guidance]
-        if self.config.method.name == "freeswim":
-            guidances.append(self.config.method.freeswim.guidance)
+        if method.name in ("freeswim", "relay"):
+            guidances.append(getattr(method, method.name).guidance)
         return any(g > 1.0 for g in guidances)
+
+    @property
+    def has_base_stage(self) -> bool:
+        """Coarse-to-fine: a native-size base video is generated first (or given with --input)."""
+        method = self.config.method
+        return method.name == "freeswim" or (method.name == "relay" and bool(method.relay.from_base))
 
 
 def build_generate_config(
@@ -96,17 +105,21 @@ def resolve_run(config: GenerateConfig) -> tuple[ResolvedRun, Any]:
     if not config.prompt.strip():
         raise ConfigError("the prompt is empty: say what the video should show")
     method = config.method.name
-    if config.input is not None and method == "direct":
-        raise ConfigError("--input refines an existing video, which `direct` cannot do; use --method freeswim")
-    if config.output.save_base and method == "direct":
-        raise ConfigError("--save-base keeps the native-size base video of a coarse-to-fine method; `direct` has none")
     output = Path(config.output.path)
     check_writable(output, overwrite=config.output.overwrite)
     if config.output.save_base:
         check_writable(base_path(output), overwrite=config.output.overwrite)
-    source = resolve_model(config.model)
+    source = resolve_model(config.model, random_weights=config.runtime.random_weights)
     preset = source.preset
     size = resolve_size(config.resolution, config.aspect, preset)
+    method_config = _resolve_method(config, preset, size)
+    refines = method == "freeswim" or (method == "relay" and method_config.relay.from_base)
+    if config.input is not None and not refines:
+        raise ConfigError(f"--input refines an existing video, which `{method}` cannot do; use --method freeswim "
+                          "(or --method relay --from-base)")
+    if config.output.save_base and not refines:
+        raise ConfigError(f"--save-base keeps the native-size base video of a coarse-to-fine method; `{method}` has "
+                          "none (use --method freeswim, or relay with --from-base)")
     input_frames, input_fps = None, None
     if config.input is not None:
         input_frames, input_fps = _read_input(config, preset)
@@ -123,21 +136,38 @@ def resolve_run(config: GenerateConfig) -> tuple[ResolvedRun, Any]:
         negative_prompt=s.negative_prompt if s.negative_prompt is not None else preset.negative_prompt,
         max_sequence_length=s.max_sequence_length or preset.max_sequence_length,
     )
-    method_config = config.method
-    if method == "freeswim":
-        from .methods.freeswim import resolve_settings
-
-        settings = resolve_settings(method_config.freeswim, preset)
-        method_config = dataclasses.replace(method_config, freeswim=settings)
-        _check_window_fits(settings, preset, size)
     fps = config.output.fps or (round(input_fps) if input_fps else preset.fps)
     resolved = dataclasses.replace(config, frames=frames, sampling=sampling, method=method_config,
                                    output=dataclasses.replace(config.output, fps=fps))
     base_shape = None
-    if method == "freeswim" and input_frames is None:
+    if refines and input_frames is None:
         base_shape = _latent_shape(preset, frames, preset.native_height, preset.native_width)
     latent_shape = _latent_shape(preset, frames, size.gen_height, size.gen_width)
     return ResolvedRun(resolved, preset, size, frames, latent_shape, base_shape, input_frames), source
+
+
+def _resolve_method(config: GenerateConfig, preset: ModelPreset, size: FrameSize):
+    """Fill the chosen method's settings from its preset and check what can be checked without weights."""
+    method = config.method
+    if method.name == "freeswim":
+        from .methods.freeswim import resolve_settings
+
+        settings = resolve_settings(method.freeswim, preset)
+        _check_window_fits(settings, preset, size)
+        return dataclasses.replace(method, freeswim=settings)
+    if method.name == "relay":
+        from .config import fill_from, method_defaults
+        from .methods.relay import check_relay_file
+
+        settings = fill_from(method.relay, method_defaults("relay", preset.name), source="method.relay")
+        if not settings.lora:
+            raise ConfigError("--method relay needs the stage-2 LoRA: pass --lora FILE (a train-relay run's "
+                              "relay.safetensors, or a strip-adapter output)")
+        if not Path(settings.lora).is_file():
+            raise ConfigError(f"--lora {settings.lora} does not exist or is not a file")
+        check_relay_file(settings.lora, base_model=preset.name)
+        return dataclasses.replace(method, relay=settings)
+    return method
 
 
 def _check_window_fits(settings, preset: ModelPreset, size: FrameSize) -> None:
@@ -239,12 +269,13 @@ def _generate(run: ResolvedRun, source, *, progress: bool) -> GenerateResult:
         cond, uncond = encode_text(run, parts, placement=placement, bars=bars)
         # One CPU generator for all noise, so a seed gives the same video on every device.
         generator = torch.Generator("cpu").manual_seed(cfg.sampling.seed)
+        stages = dict(cond=cond, uncond=uncond, generator=generator, placement=placement, bars=bars)
         if cfg.method.name == "direct":
-            latents = sample_latents(run, parts, cond=cond, uncond=uncond, generator=generator,
-                                     placement=placement, bars=bars)
+            latents = sample_latents(run, parts, **stages)
+        elif cfg.method.name == "relay":
+            latents, extra = _relay(run, parts, tile=tile, **stages)
         else:
-            latents, extra = _coarse_to_fine(run, parts, cond=cond, uncond=uncond, generator=generator,
-                                             placement=placement, bars=bars, tile=tile)
+            latents, extra = _coarse_to_fine(run, parts, tile=tile, **stages)
         vae = parts["vae"]
         n_out = count_decoded_frames(vae, run.latent_shape[2])
         crop = Crop.centre((size.gen_height, size.gen_width), (size.out_height, size.out_width))
@@ -260,9 +291,10 @@ def _generate(run: ResolvedRun, source, *, progress: bool) -> GenerateResult:
     sidecar = output.with_suffix(".json")
     record = _sidecar(run, source, device=device, dtype=dtype, tiling=tiling, timings=bars.timings, seconds=seconds)
     record["derived"].update(extra)
+    record["memory"] = bars.memory
     write_json_atomic(sidecar, json.dumps(record, indent=2, sort_keys=False) + "\n")
     return GenerateResult(video=output, sidecar=sidecar, frames=n_out, height=size.out_height, width=size.out_width,
-                          seconds=seconds, timings=dict(bars.timings))
+                          seconds=seconds, timings=dict(bars.timings), memory=dict(bars.memory))
 
 
 def encode_text(run: ResolvedRun, parts: dict[str, Any], *, placement, bars: StageProgress | None = None):
@@ -280,28 +312,33 @@ def encode_text(run: ResolvedRun, parts: dict[str, Any], *, placement, bars: Sta
 
 
 def sample_latents(run: ResolvedRun, parts: dict[str, Any], *, cond, uncond, generator: torch.Generator, placement,
-                   bars: StageProgress | None = None, latent_shape=None, stage: str = "denoise") -> torch.Tensor:
-    """Seeded noise and the denoising loop with stock attention (float32 latents on the device)."""
+                   bars: StageProgress | None = None, latent_shape=None, stage: str = "denoise", sampling=None,
+                   attention=contextlib.nullcontext) -> torch.Tensor:
+    """Seeded noise and the denoising loop (float32 latents on the device).
+
+    ``sampling`` (steps, guidance, shift, scheduler) defaults to the run's; ``attention()`` is the method's
+    attention plan, entered around the loop (stock attention by default).
+    """
     from .engine.sampler import denoise
     from .engine.scheduling import build_scheduler
 
     bars = bars or StageProgress(enabled=False)
-    sampling, device = run.config.sampling, placement.device
+    sampling, device = sampling or run.config.sampling, placement.device
     scheduler = build_scheduler(sampling.scheduler, shift=sampling.shift, base_config=parts["scheduler"])
     scheduler.set_timesteps(sampling.steps, device=device)
     noise = torch.randn(latent_shape or run.latent_shape, generator=generator, dtype=torch.float32).to(device)
     label = "denoising" if stage == "denoise" else "base (native size)"
-    with bars.stage(stage, label, total=sampling.steps) as update, placement.active(parts["transformer"]):
+    with bars.stage(stage, label, total=sampling.steps) as update, placement.active(parts["transformer"]), \
+            attention():
         return denoise(parts["transformer"], scheduler, noise, timesteps=scheduler.timesteps, cond=cond,
                        uncond=uncond if sampling.guidance > 1.0 else None, guidance=sampling.guidance,
                        on_step=lambda i, n: update(i + 1, n))
 
 
-def _coarse_to_fine(run: ResolvedRun, parts, *, cond, uncond, generator, placement, bars, tile):
-    """FreeSwim: base video at the native size (or --input), then refinement at the target size."""
+def _base_video(run: ResolvedRun, parts, *, cond, uncond, generator, placement, bars) -> torch.Tensor:
+    """The video a coarse-to-fine method refines: --input, or a native-size generation (saved with --save-base)."""
     from .engine.refine import frames_to_video_tensor
-    from .engine.vae import decode_frames, decode_video, to_uint8_frames
-    from .methods.freeswim import refine
+    from .engine.vae import decode_video, to_uint8_frames
 
     cfg, preset = run.config, run.preset
     if run.input_frames is not None:
@@ -315,14 +352,50 @@ def _coarse_to_fine(run: ResolvedRun, parts, *, cond, uncond, generator, placeme
             with VideoWriter(base_path(Path(cfg.output.path)), fps=cfg.output.fps, height=preset.native_height,
                              width=preset.native_width, crf=cfg.output.crf) as writer:
                 writer.write(to_uint8_frames(video))
-    fs = cfg.method.freeswim
-    latents, report = refine(parts, video, settings=fs, preset=preset, height=run.size.gen_height,
-                             width=run.size.gen_width, cond=cond, uncond=uncond if fs.guidance > 1.0 else None,
+    return video
+
+
+def _coarse_to_fine(run: ResolvedRun, parts, *, cond, uncond, generator, placement, bars, tile):
+    """FreeSwim: base video at the native size (or --input), then refinement at the target size."""
+    from .methods.freeswim import refine
+
+    video = _base_video(run, parts, cond=cond, uncond=uncond, generator=generator, placement=placement, bars=bars)
+    latents, report = refine(parts, video, settings=run.config.method.freeswim, preset=run.preset,
+                             height=run.size.gen_height, width=run.size.gen_width, cond=cond, uncond=uncond,
                              generator=generator, placement=placement, bars=bars, vae_tile=tile)
-    extra = {"freeswim": dataclasses.asdict(report)}
-    if cfg.output.save_base and run.input_frames is None:
-        extra["base_video"] = str(base_path(Path(cfg.output.path)))
-    return latents, extra
+    return latents, {"freeswim": report, **_base_record(run)}
+
+
+def _relay(run: ResolvedRun, parts, *, cond, uncond, generator, placement, bars, tile):
+    """Relay LoRA: base weights + stage-2 LoRA + GCLF attention at the target size, from noise or (from_base)
+    from an upsampled native-size base video."""
+    from .engine.refine import refine_video
+    from .methods.relay import apply_relay, relay_geometry
+
+    settings, size = run.config.method.relay, run.size
+    geometry = relay_geometry(run.preset, run.frames, size.gen_height, size.gen_width)
+    transformer = parts["transformer"]
+
+    def attention():
+        return apply_relay(transformer, settings.lora, geometry=geometry, base_model=run.preset.name,
+                           pool=settings.pool, kernel=settings.kernel, scale=settings.scale)
+
+    stages = dict(cond=cond, uncond=uncond, generator=generator, placement=placement, bars=bars)
+    if not settings.from_base:
+        sampling = dataclasses.replace(run.config.sampling, steps=settings.steps, guidance=settings.guidance,
+                                       shift=settings.shift, scheduler=settings.scheduler)
+        latents = sample_latents(run, parts, sampling=sampling, attention=attention, **stages)
+        return latents, {"relay": {"lora": settings.lora, "steps_run": settings.steps}}
+    video = _base_video(run, parts, **stages)
+    latents, report = refine_video(parts, video, schedule=settings, height=size.gen_height, width=size.gen_width,
+                                   vae_tile=tile, attention=attention, label="refining (relay LoRA)", **stages)
+    return latents, {"relay": {"lora": settings.lora, **report}, **_base_record(run)}
+
+
+def _base_record(run: ResolvedRun) -> dict[str, str]:
+    if run.config.output.save_base and run.input_frames is None:
+        return {"base_video": str(base_path(Path(run.config.output.path)))}
+    return {}
 
 
 def package_versions() -> dict[str, str]:

@@ -68,7 +68,7 @@ def test_existing_output_refused_then_overwritten(tmp_path):
     ("args", "message"),
     [
         (["--model", "wan-nope"], "unknown model preset `wan-nope`"),
-        (["--model", "tiny", "--method", "freesw"], "`method.name` must be one of direct, freeswim; got 'freesw'"),
+        (["--model", "tiny", "--method", "freesw"], "`method.name` must be one of direct, freeswim, relay; got 'freesw'"),
         (["--model", "tiny", "--frames", "10"], "`frames` must be of the form 4k+1 (the VAE compresses time by 4), got 10: use 9 or 13"),
         (["--model", "tiny", "--res", "8x8"], "resolution 8x8 is too small"),
         (["--model", "tiny", "--res", "20000x100"], "too large"),

@@ -11,7 +11,16 @@ from .presets import (
     resolve_frames,
     resolve_size,
 )
-from .schema import FreeSwimConfig, GenerateConfig, MethodConfig, ModelPreset, OutputConfig, RuntimeConfig, SamplingConfig
+from .schema import (
+    FreeSwimConfig,
+    GenerateConfig,
+    MethodConfig,
+    ModelPreset,
+    OutputConfig,
+    RelayConfig,
+    RuntimeConfig,
+    SamplingConfig,
+)
 
 __all__ = [
     "FrameSize",
@@ -20,6 +29,7 @@ __all__ = [
     "MethodConfig",
     "ModelPreset",
     "OutputConfig",
+    "RelayConfig",
     "RuntimeConfig",
     "SamplingConfig",
     "fill_from",

@@ -115,14 +115,43 @@ class FreeSwimConfig:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class RelayConfig:
+    """Relay LoRA generation (ViBe). `None` means: the method preset's value for this model."""
+
+    lora: str | None = _help("Relay LoRA file: a train-relay run's relay.safetensors or stage2.safetensors, or a "
+                             "strip-adapter output (diffusers or comfy keys). Required.")
+    scale: float | None = _help("LoRA strength (1.0 as trained).")
+    pool: int | None = _help("GCLF pooling factor of the coarse keys (default: as trained, 2); 4 is cheaper at 4K.")
+    kernel: Literal["auto", "sdpa", "flex"] | None = _help("GCLF attention kernel.")
+    from_base: bool | None = _help("SDEdit variant: native-size base video, upsample, re-noise to `strength`, refine.")
+    strength: float | None = _help("Re-noise level with from_base, in (0, 1].")
+    steps: int | None = _help("Denoising steps at the target size (before truncation by strength with from_base).")
+    guidance: float | None = _help("Guidance scale at the target size.")
+    shift: float | None = _help("Flow shift at the target size (ViBe: 5, unverified for Wan2.1).")
+    scheduler: SchedulerName | None = _help("Sampler at the target size: euler (ViBe) or unipc.")
+
+    def __post_init__(self) -> None:
+        if self.strength is not None and not 0.0 < self.strength <= 1.0:
+            raise ConfigError(f"`method.relay.strength` must be in (0, 1], got {self.strength}")
+        if self.steps is not None and self.steps < 1:
+            raise ConfigError(f"`method.relay.steps` must be at least 1, got {self.steps}")
+        if self.pool is not None and self.pool < 1:
+            raise ConfigError(f"`method.relay.pool` must be >= 1, got {self.pool}")
+        if self.shift is not None and self.shift <= 0:
+            raise ConfigError(f"`method.relay.shift` must be > 0, got {self.shift}")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class MethodConfig:
     """Which method runs, and each method's settings."""
 
-    name: Literal["direct", "freeswim"] = _help(
+    name: Literal["direct", "freeswim", "relay"] = _help(
         "`direct`: plain generation at the target size with stock attention (the baseline); "
-        "`freeswim`: native-size generation, pixel upsampling, then refinement with FreeSwim attention.", "direct"
+        "`freeswim`: native-size generation, pixel upsampling, then refinement with FreeSwim attention; "
+        "`relay`: the stage-2 Relay LoRA with GCLF attention, generated at the target size.", "direct"
     )
     freeswim: FreeSwimConfig = field(default_factory=FreeSwimConfig, metadata={"help": "FreeSwim settings."})
+    relay: RelayConfig = field(default_factory=RelayConfig, metadata={"help": "Relay LoRA settings."})
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -178,6 +207,9 @@ class RuntimeConfig:
     offload: OffloadMode = _help("`model`: keep components on the CPU and move each to the GPU only while it runs.", "none")
     vae_tiling: TilingMode = _help("Decode/encode the VAE in overlapping spatial tiles; `auto` = on above 864x480.", "auto")
     vae_tile: int = _help("VAE tile size in pixels (stride is 3/4 of it).", 256)
+    random_weights: bool = _help(
+        "Build the model's real architecture with random weights instead of loading a checkpoint (no download): "
+        "for planning and profiling memory and time; the video is noise.", False)
 
     def __post_init__(self) -> None:
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):

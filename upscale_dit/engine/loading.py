@@ -11,6 +11,7 @@ import torch
 
 from ..config import ModelPreset, get_model_preset, model_presets
 from ..errors import ConfigError, ModelNotFoundError
+from .device import cast_keeping_fp32
 from .tiny import build_tiny_components
 
 COMPONENT_FOLDERS = ("tokenizer", "text_encoder", "transformer", "vae", "scheduler")
@@ -22,20 +23,31 @@ class ModelSource:
 
     preset: ModelPreset
     folder: Path | None
+    random_weights: bool = False  # build the architecture (the folder's configs, else the preset's) with random weights
 
     @property
     def description(self) -> str:
-        return str(self.folder) if self.folder else self.preset.source
+        where = str(self.folder) if self.folder else self.preset.source
+        return f"{where} (random weights)" if self.random_weights else where
 
 
-def resolve_model(model: str) -> ModelSource:
-    """Resolve ``--model`` without loading weights; fails fast with what is missing and how to get it."""
+def resolve_model(model: str, *, random_weights: bool = False) -> ModelSource:
+    """Resolve ``--model`` without loading weights; fails fast with what is missing and how to get it.
+
+    With ``random_weights`` a built-in preset needs no download (its architecture is known); a folder or a cached
+    Hugging Face id still supplies its config files.
+    """
     presets = model_presets()
     if model in presets:
         preset = presets[model]
         if preset.source == "tiny":
             return ModelSource(preset, None)
+        if random_weights:
+            return ModelSource(preset, None, random_weights=True)
         return ModelSource(preset, _find_weights(preset.source, preset_name=preset.name))
+    if random_weights:
+        source = resolve_model(model)
+        return ModelSource(source.preset, source.folder, random_weights=True)
     path = Path(model).expanduser()
     if path.exists():
         folder = _check_folder(path)
@@ -97,7 +109,13 @@ def load_components(source: ModelSource, *, dtype: torch.dtype, device: torch.de
 
     The scheduler comes back as its config dict: the sampler builds a fresh scheduler per run from it.
     """
-    if source.folder is None:
+    if source.random_weights:
+        from ..profiling.architectures import architecture_for
+        from .random_weights import build_random_components
+
+        arch = architecture_for(source.preset.name, source.folder)
+        parts = build_random_components(arch, dtype=dtype, device=device)
+    elif source.folder is None:
         parts = build_tiny_components()
         for name in ("text_encoder", "transformer"):
             cast_keeping_fp32(parts[name], dtype)
@@ -117,19 +135,3 @@ def load_components(source: ModelSource, *, dtype: torch.dtype, device: torch.de
     for name in ("text_encoder", "transformer", "vae"):
         parts[name].to(device=device).eval().requires_grad_(False)
     return parts
-
-
-def cast_keeping_fp32(model: torch.nn.Module, dtype: torch.dtype) -> None:
-    """Cast floating parameters and buffers to ``dtype``, except the modules the model keeps in fp32.
-
-    diffusers' ``from_pretrained(torch_dtype=...)`` does this for Wan (RoPE, time embedder, norms, modulation
-    table); a model built in code needs the same treatment to match a loaded checkpoint.
-    """
-    keep = set(getattr(model, "_keep_in_fp32_modules", None) or ())
-    for name, module in model.named_modules():
-        if keep & set(name.split(".")):
-            continue
-        for tensors in (module._parameters, module._buffers):
-            for key, tensor in tensors.items():
-                if tensor is not None and tensor.is_floating_point():
-                    tensor.data = tensor.data.to(dtype)

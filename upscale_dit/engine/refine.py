@@ -8,11 +8,18 @@ the first kept step of a schedule truncated by ``strength``.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from typing import Any
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ..errors import ConfigError
+from .sampler import PassController, denoise
+from .scheduling import build_scheduler
 from .vae import normalize_latents
 
 
@@ -69,3 +76,44 @@ def noise_latents(scheduler, clean: torch.Tensor, noise: torch.Tensor, first_tim
     if hasattr(scheduler, "add_noise"):
         return scheduler.add_noise(clean, noise, timestep)
     return scheduler.scale_noise(clean, timestep, noise)
+
+
+def refine_video(
+    parts: dict[str, Any],
+    video: torch.Tensor,
+    *,
+    schedule: Any,
+    height: int,
+    width: int,
+    cond: torch.Tensor,
+    uncond: torch.Tensor | None,
+    generator: torch.Generator,
+    placement,
+    bars,
+    vae_tile: int | None,
+    attention: Callable[[], AbstractContextManager] = contextlib.nullcontext,
+    controller: PassController | None = None,
+    label: str = "refining",
+) -> tuple[torch.Tensor, dict[str, Any]]:
+    """Upsample ``video`` (``[1, 3, T, h, w]`` in [-1, 1]) to ``height`` x ``width``, encode, re-noise to
+    ``schedule.strength`` and denoise inside ``attention()`` (the method's attention plan).
+
+    ``schedule`` carries ``steps``, ``strength``, ``shift``, ``scheduler`` and ``guidance``.
+    Returns the latents and what the schedule did (steps run, first sigma).
+    """
+    device = placement.device
+    transformer, vae = parts["transformer"], parts["vae"]
+    with bars.stage("upsample_encode", "upsampling + encoding"), placement.active(vae):
+        upsampled = upsample_video(video.to(device), height, width)
+        clean = encode_video(vae, upsampled, tile=vae_tile)
+        del upsampled
+    scheduler = build_scheduler(schedule.scheduler, shift=schedule.shift, base_config=parts["scheduler"])
+    scheduler.set_timesteps(schedule.steps, device=device)
+    timesteps, start = truncate_schedule(scheduler, schedule.steps, schedule.strength)
+    noise = torch.randn(clean.shape, generator=generator, dtype=torch.float32).to(device)
+    latents = noise_latents(scheduler, clean, noise, timesteps[0])
+    with bars.stage("refine", label, total=len(timesteps)) as update, placement.active(transformer), attention():
+        latents = denoise(transformer, scheduler, latents, timesteps=timesteps, cond=cond,
+                          uncond=uncond if schedule.guidance > 1.0 else None, guidance=schedule.guidance,
+                          controller=controller, on_step=lambda i, n: update(i + 1, n))
+    return latents, {"steps_run": len(timesteps), "first_sigma": round(float(scheduler.sigmas[start]), 6)}

@@ -7,7 +7,6 @@ after it (or to an input video): spec freeswim.md §1 stage B and C.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 import torch
 
@@ -15,9 +14,7 @@ from ..attention import TokenGeometry, build_token_geometry, freeswim_attention_
 from ..attention.cross_cache import CrossAttnCache
 from ..attention.dual_path import FreeSwimController, apply_freeswim
 from ..config import FreeSwimConfig, ModelPreset, fill_from, method_defaults
-from ..engine.refine import encode_video, noise_latents, truncate_schedule, upsample_video
-from ..engine.sampler import denoise
-from ..engine.scheduling import build_scheduler
+from ..engine.refine import refine_video
 from ..errors import ConfigError
 from ..profiling import cross_attn_cache_bytes
 
@@ -68,20 +65,6 @@ def choose_cache_storage(choice: str, *, nbytes: int, device: torch.device) -> t
     return device if nbytes < free // 2 else torch.device("cpu")
 
 
-@dataclass(frozen=True, slots=True)
-class RefineReport:
-    """What the refinement did, for the sidecar."""
-
-    steps_run: int
-    first_sigma: float
-    cache_storage: str
-    cache_refreshes: int
-    dual_passes: int
-    window: tuple[int, int]
-    scale: float | None
-    kernel: str
-
-
 def refine(
     parts: dict,
     video: torch.Tensor,
@@ -96,35 +79,26 @@ def refine(
     placement,
     bars,
     vae_tile: int | None,
-) -> tuple[torch.Tensor, RefineReport]:
-    """Refine ``video`` (``[1, 3, T, h, w]`` in [-1, 1], any size) to latents at ``height`` x ``width``."""
-    device = placement.device
-    transformer, vae = parts["transformer"], parts["vae"]
-    frames = video.shape[2]
-    with bars.stage("upsample_encode", "upsampling + encoding"), placement.active(vae):
-        upsampled = upsample_video(video.to(device), height, width)
-        clean = encode_video(vae, upsampled, tile=vae_tile)
-        del upsampled
-    geometry = build_geometry(settings, preset, frames=frames, height=height, width=width)
+) -> tuple[torch.Tensor, dict]:
+    """Refine ``video`` (``[1, 3, T, h, w]`` in [-1, 1], any size) to latents at ``height`` x ``width``
+    with the FreeSwim attention plan. Returns the latents and a report for the sidecar."""
+    transformer = parts["transformer"]
+    geometry = build_geometry(settings, preset, frames=video.shape[2], height=height, width=width)
     head_dim = transformer.config.attention_head_dim
     scale = freeswim_attention_scale(head_dim, settings.scale_tokens) if settings.scale else None
     cache_bytes = cross_attn_cache_bytes(dict(transformer.config), geometry.num_tokens, transformer.dtype)
-    storage = choose_cache_storage(settings.cache_device, nbytes=cache_bytes, device=device)
+    storage = choose_cache_storage(settings.cache_device, nbytes=cache_bytes, device=placement.device)
     controller = FreeSwimController(geometry=geometry, mode=settings.mode, cache_steps=settings.cache_steps,
                                     scale=scale, kernel=settings.kernel, cache=CrossAttnCache(storage))
-    scheduler = build_scheduler(settings.scheduler, shift=settings.shift, base_config=parts["scheduler"])
-    scheduler.set_timesteps(settings.steps, device=device)
-    timesteps, start = truncate_schedule(scheduler, settings.steps, settings.strength)
-    noise = torch.randn(clean.shape, generator=generator, dtype=torch.float32).to(device)
-    latents = noise_latents(scheduler, clean, noise, timesteps[0])
-    with bars.stage("refine", f"refining ({settings.mode}, k={settings.cache_steps})", total=len(timesteps)) as update, \
-            placement.active(transformer), apply_freeswim(transformer, controller):
-        latents = denoise(transformer, scheduler, latents, timesteps=timesteps, cond=cond, uncond=uncond,
-                          guidance=settings.guidance, controller=controller, on_step=lambda i, n: update(i + 1, n))
-    report = RefineReport(
-        steps_run=len(timesteps), first_sigma=round(float(scheduler.sigmas[start]), 6), cache_storage=str(storage),
-        cache_refreshes=controller.cache.refreshes,
-        dual_passes=sum(plan.dual for _, _, plan in controller.history), window=geometry.window, scale=scale,
+    latents, report = refine_video(
+        parts, video, schedule=settings, height=height, width=width, cond=cond, uncond=uncond, generator=generator,
+        placement=placement, bars=bars, vae_tile=vae_tile, controller=controller,
+        attention=lambda: apply_freeswim(transformer, controller),
+        label=f"refining (freeswim {settings.mode}, k={settings.cache_steps})",
+    )
+    report.update(
+        cache_storage=str(storage), cache_bytes=cache_bytes, cache_refreshes=controller.cache.refreshes,
+        dual_passes=sum(plan.dual for _, _, plan in controller.history), window=list(geometry.window), scale=scale,
         kernel=controller.chosen_kernel or "dense (window covers the grid)",
     )
     controller.cache.reset()
