@@ -19,7 +19,7 @@ from upscale_dit.profiling import (
 
 from .configs import T2V_1_3B, T2V_14B, VIBE_TARGETS, WAN21_VAE, WAN22_VAE
 
-# Measured with tests/profiling/gpu_calibration.py on one NVIDIA H200, torch 2.11.0+cu130, cuDNN 9.19, 2026-11-28:
+# Measured with bench/calibrate_memory.py on one NVIDIA H200, torch 2.11.0+cu130, cuDNN 9.19, 2026-11-28:
 # torch.cuda.max_memory_allocated() minus what was allocated before the call (weights and inputs excluded).
 # The estimates are allowed 5 % either way.
 MEASURED_TRANSFORMER = [  # (config, tokens, batch, bytes)

@@ -58,6 +58,7 @@ def _root(
 
 from . import generate as _generate  # noqa: E402,F401  (registers the command)
 from . import presets as _presets  # noqa: E402,F401
+from . import profile as _profile  # noqa: E402,F401
 from . import relay as _relay  # noqa: E402,F401
 
 

@@ -79,7 +79,7 @@ def transformer_activation_bytes(
     - persistent: RoPE cos and sin (1 × N × head_dim each, fp32 — ``get_1d_rotary_pos_embed`` returns ``.float()``
       tables — shared by the batch) and the projected text context (batch × S × D).
 
-    Measured on an H200 (torch 2.11, random bf16 weights, ``tests/profiling/gpu_calibration.py``): 1.3B at
+    Measured on an H200 (torch 2.11, random bf16 weights, ``bench/calibrate_memory.py``): 1.3B at
     480×832 and 1088×1920 (FFN phase) and 14B at 480×832 (residual phase) within 2 % of this estimate.
     ``ffn_chunk_tokens`` bounds the FFN intermediate to that many tokens (diffusers' feed-forward chunking; the
     chunk outputs and their concatenation add a·D). Not modelled: allocator fragmentation and reserve.

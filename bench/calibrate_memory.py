@@ -7,7 +7,7 @@ inputs and weights excluded), compared with the matching estimate:
 - transformer forward: ``ActivationBytes.peak`` (persistent RoPE tables + the worst block phase);
 - VAE decode / encode: ``VaeMemory.peak`` (the caller's input excluded, as here).
 
-Run from the repository root: ``python -m tests.profiling.gpu_calibration [--quick]`` (diffusers on the path);
+Run from the repository root: ``python bench/calibrate_memory.py [--quick]`` (diffusers on the path);
 the anchors in ``test_memory.py`` quote its output (GPU, torch version and date are printed first). A full run takes
 about a minute on an H200.
 """
@@ -22,7 +22,7 @@ import torch
 
 from upscale_dit.profiling import VaeTiling, estimate_vae_memory, transformer_activation_bytes
 
-from .configs import T2V_1_3B, T2V_14B, WAN21_VAE
+from upscale_dit.profiling.architectures import T2V_1_3B, T2V_14B, WAN21_VAE
 
 
 def _peak(fn, *args, **kwargs) -> tuple[int, float]:
