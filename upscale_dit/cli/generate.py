@@ -11,9 +11,9 @@ import typer
 from ..progress import stderr_console
 from .app import app, handles_errors
 from .options import (
-    AspectOpt, DeviceOpt, DtypeOpt, FpsOpt, FramesOpt, GuidanceOpt, JsonOpt, ModelOpt, NegativeOpt, OffloadOpt,
-    OutOpt, OverwriteOpt, PresetOpt, ResolutionOpt, SchedulerOpt, SeedOpt, SetOpt, ShiftOpt, StepsOpt, TileOpt,
-    TilingOpt,
+    AspectOpt, DeviceOpt, DtypeOpt, FpsOpt, FramesOpt, FromBaseOpt, GuidanceOpt, JsonOpt, LoraOpt, LoraScaleOpt,
+    MethodOpt, ModelOpt, NegativeOpt, OffloadOpt, OutOpt, OverwriteOpt, PresetOpt, ResolutionOpt, SchedulerOpt,
+    SeedOpt, SetOpt, ShiftOpt, StepsOpt, StrengthOpt, TileOpt, TilingOpt, check_method_flags, method_flags,
 )
 
 EXAMPLES = """
@@ -35,37 +35,16 @@ def generate(
     res: ResolutionOpt = None,
     aspect: AspectOpt = None,
     frames: FramesOpt = None,
-    method: Annotated[str | None, typer.Option(
-        "--method", rich_help_panel="Method", show_default=False,
-        help="direct: plain generation at the target size with stock attention (the baseline). "
-             "freeswim: generate at the model's native size, upsample, then refine at the target size with "
-             "inward sliding-window attention and a full-attention branch that overrides cross-attention "
-             "(training-free). relay: the stage-2 Relay LoRA (--lora, from `udit train-relay`) with GCLF "
-             "attention, generated directly at the target size. \\[default: direct]",
-    )] = None,
-    lora: Annotated[Path | None, typer.Option(
-        "--lora", rich_help_panel="Method", show_default=False, exists=True, dir_okay=False,
-        help="Relay LoRA for --method relay: a train-relay run's relay.safetensors, its stage2.safetensors, or a "
-             "strip-adapter output (diffusers or comfy format). Only the stage-2 LoRA is ever applied.",
-    )] = None,
-    lora_scale: Annotated[float | None, typer.Option(
-        "--lora-scale", rich_help_panel="Method", show_default=False,
-        help="Strength of the Relay LoRA. \\[default: 1.0]",
-    )] = None,
-    from_base: Annotated[bool | None, typer.Option(
-        "--from-base/--no-from-base", rich_help_panel="Method", show_default=False,
-        help="Relay: start from an upsampled native-size base video re-noised to --strength (SDEdit) instead of "
-             "from noise. \\[default: off]",
-    )] = None,
+    method: MethodOpt = None,
+    lora: LoraOpt = None,
+    lora_scale: LoraScaleOpt = None,
+    from_base: FromBaseOpt = None,
     input_video: Annotated[Path | None, typer.Option(
         "--input", "-i", rich_help_panel="Method", show_default=False, exists=True, dir_okay=False,
         help="Refine this video instead of generating a base (freeswim as a video upscaler); its first 4k+1 "
              "frames are used.",
     )] = None,
-    strength: Annotated[float | None, typer.Option(
-        "--strength", rich_help_panel="Method", show_default=False,
-        help="How much of the refinement schedule runs, (0, 1]: higher changes more. \\[default: 0.7]",
-    )] = None,
+    strength: StrengthOpt = None,
     save_base: Annotated[bool | None, typer.Option(
         "--save-base/--no-save-base", rich_help_panel="Method", show_default=False,
         help="Also write the native-size base video as OUT.base.mp4, for comparison. \\[default: off]",
@@ -94,18 +73,16 @@ def generate(
 
     config = build_generate_config(
         prompt, preset=preset or (), set=set_ or (),
-        model=model, resolution=res, aspect=aspect, frames=frames, method__name=method,
-        input=str(input_video) if input_video else None, method__freeswim__strength=strength,
-        method__relay__strength=strength, method__relay__lora=str(lora) if lora else None, method__relay__scale=lora_scale,
-        method__relay__from_base=from_base,
-        output__save_base=save_base,
+        model=model, resolution=res, aspect=aspect, frames=frames,
+        **method_flags(method=method, strength=strength, lora=lora, lora_scale=lora_scale, from_base=from_base),
+        input=str(input_video) if input_video else None, output__save_base=save_base,
         sampling__steps=steps, sampling__guidance=guidance, sampling__shift=shift, sampling__scheduler=scheduler,
         sampling__seed=seed, sampling__negative_prompt=negative_prompt,
         output__path=str(out) if out else None, output__overwrite=overwrite, output__fps=fps,
         runtime__device=device, runtime__dtype=dtype, runtime__offload=offload, runtime__vae_tiling=vae_tiling,
         runtime__vae_tile=vae_tile,
     )
-    _check_method_flags(config, strength=strength, lora=lora, lora_scale=lora_scale, from_base=from_base)
+    check_method_flags(config, strength=strength, lora=lora, lora_scale=lora_scale, from_base=from_base)
     result = run_generate(config, progress=not json_output)
     summary = {"video": str(result.video), "sidecar": str(result.sidecar), "frames": result.frames,
                "width": result.width, "height": result.height, "seconds": round(result.seconds, 2)}
@@ -117,19 +94,3 @@ def generate(
         typer.echo(str(result.video))
         typer.echo(str(result.sidecar))
 
-
-def _check_method_flags(config, **given) -> None:
-    """Method-specific flags given to a method that has no use for them are refused, never ignored."""
-    from ..errors import ConfigError
-
-    method = config.method.name
-    relay_only = ("lora", "lora_scale", "from_base")
-    for flag, value in given.items():
-        if value is None:
-            continue
-        name = "--" + flag.replace("_", "-")
-        if flag in relay_only and method != "relay":
-            raise ConfigError(f"{name} is for --method relay; this run uses `{method}`")
-        if flag == "strength" and not (method == "freeswim" or (method == "relay" and config.method.relay.from_base)):
-            raise ConfigError(f"--strength sets how much a refinement re-noises; `{method}` without a base stage has "
-                              "none (use --method freeswim, or relay with --from-base)")

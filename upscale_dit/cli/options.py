@@ -84,3 +84,53 @@ SetOpt = Annotated[list[str] | None, typer.Option(
     "--set", rich_help_panel=CONFIG, show_default=False,
     help="Override one setting by its dotted key, e.g. --set sampling.steps=30; repeatable.")]
 JsonOpt = Annotated[bool, typer.Option("--json", rich_help_panel=OUTPUT, help="Print the result as one JSON object.")]
+
+METHOD = "Method"
+
+MethodOpt = Annotated[str | None, typer.Option(
+    "--method", rich_help_panel=METHOD, show_default=False,
+    help="direct: plain generation at the target size with stock attention (the baseline). "
+         "freeswim: generate at the model's native size, upsample, then refine at the target size with "
+         "inward sliding-window attention and a full-attention branch that overrides cross-attention "
+         "(training-free). relay: the stage-2 Relay LoRA (--lora, from `udit train-relay`) with GCLF "
+         "attention, generated directly at the target size. \\[default: direct]")]
+LoraOpt = Annotated[Path | None, typer.Option(
+    "--lora", rich_help_panel=METHOD, show_default=False, exists=True, dir_okay=False,
+    help="Relay LoRA for --method relay: a train-relay run's relay.safetensors, its stage2.safetensors, or a "
+         "strip-adapter output (diffusers or comfy format). Only the stage-2 LoRA is ever applied.")]
+LoraScaleOpt = Annotated[float | None, typer.Option(
+    "--lora-scale", rich_help_panel=METHOD, show_default=False,
+    help="Strength of the Relay LoRA. \\[default: 1.0]")]
+FromBaseOpt = Annotated[bool | None, typer.Option(
+    "--from-base/--no-from-base", rich_help_panel=METHOD, show_default=False,
+    help="Relay: start from an upsampled native-size base video re-noised to --strength (SDEdit) instead of "
+         "from noise. \\[default: off]")]
+StrengthOpt = Annotated[float | None, typer.Option(
+    "--strength", rich_help_panel=METHOD, show_default=False,
+    help="How much of the refinement schedule runs, (0, 1]: higher changes more. \\[default: 0.7]")]
+
+
+def method_flags(*, method, strength, lora, lora_scale, from_base) -> dict:
+    """The method flags as dotted config keys (``None`` = not given); shared by generate and profile."""
+    return dict(
+        method__name=method, method__freeswim__strength=strength, method__relay__strength=strength,
+        method__relay__lora=str(lora) if lora else None, method__relay__scale=lora_scale,
+        method__relay__from_base=from_base,
+    )
+
+
+def check_method_flags(config, **given) -> None:
+    """Method-specific flags given to a method that has no use for them are refused, never ignored."""
+    from ..errors import ConfigError
+
+    method = config.method.name
+    relay_only = ("lora", "lora_scale", "from_base")
+    for flag, value in given.items():
+        if value is None:
+            continue
+        name = "--" + flag.replace("_", "-")
+        if flag in relay_only and method != "relay":
+            raise ConfigError(f"{name} is for --method relay; this run uses `{method}`")
+        if flag == "strength" and not (method == "freeswim" or (method == "relay" and config.method.relay.from_base)):
+            raise ConfigError(f"--strength sets how much a refinement re-noises; `{method}` without a base stage has "
+                              "none (use --method freeswim, or relay with --from-base)")

@@ -52,8 +52,9 @@ from ..errors import ConfigError
 from ..progress import stderr_console
 from .app import app, handles_errors
 from .options import (
-    AspectOpt, DeviceOpt, DtypeOpt, FramesOpt, GuidanceOpt, JsonOpt, ModelOpt, OffloadOpt, PresetOpt, ResolutionOpt,
-    SetOpt, StepsOpt, TileOpt, TilingOpt,
+    AspectOpt, DeviceOpt, DtypeOpt, FramesOpt, FromBaseOpt, GuidanceOpt, JsonOpt, LoraOpt, LoraScaleOpt, MethodOpt,
+    ModelOpt, OffloadOpt, PresetOpt, ResolutionOpt, SetOpt, StepsOpt, StrengthOpt, TileOpt, TilingOpt,
+    check_method_flags, method_flags,
 )
 
 SCHEMA = "udit.profile/1"
@@ -146,24 +147,11 @@ def profile(
     res: ResolutionOpt = None,
     aspect: AspectOpt = None,
     frames: FramesOpt = None,
-    method: Annotated[str | None, typer.Option(
-        "--method", rich_help_panel="Method", show_default=False,
-        help="direct (plain generation at the target size), freeswim (native-size base, upsample, refine with "
-             "window attention) or relay (Relay LoRA with GCLF attention), as for generate. \\[default: direct]")
-    ] = None,
-    strength: Annotated[float | None, typer.Option(
-        "--strength", rich_help_panel="Method", show_default=False,
-        help="How much of the refinement schedule runs, (0, 1]. \\[default: 0.7]")] = None,
-    lora: Annotated[Path | None, typer.Option(
-        "--lora", rich_help_panel="Method", show_default=False, exists=True, dir_okay=False,
-        help="Relay LoRA for --method relay (its rank and targets are read from the file's header).")] = None,
-    lora_scale: Annotated[float | None, typer.Option(
-        "--lora-scale", rich_help_panel="Method", show_default=False,
-        help="Strength of the Relay LoRA (no effect on cost). \\[default: 1.0]")] = None,
-    from_base: Annotated[bool | None, typer.Option(
-        "--from-base/--no-from-base", rich_help_panel="Method", show_default=False,
-        help="Relay: refine an upsampled native-size base instead of starting from noise. \\[default: off]")
-    ] = None,
+    method: MethodOpt = None,
+    strength: StrengthOpt = None,
+    lora: LoraOpt = None,
+    lora_scale: LoraScaleOpt = None,
+    from_base: FromBaseOpt = None,
     steps: StepsOpt = None,
     guidance: GuidanceOpt = None,
     device: DeviceOpt = None,
@@ -205,16 +193,12 @@ def profile(
     from ..generation import TILING_AUTO_PIXELS, build_generate_config, resolve_run
     from ..profiling.plan import estimate_plan, settings_from_resolved
 
-    from .generate import _check_method_flags  # the same refusals as generate
-
-    method_flags = dict(
-        model=model, resolution=res, aspect=aspect, frames=frames, method__name=method,
-        method__freeswim__strength=strength, method__relay__strength=strength,
-        method__relay__lora=str(lora) if lora else None, method__relay__scale=lora_scale,
-        method__relay__from_base=from_base, sampling__guidance=guidance,
+    flags = dict(
+        model=model, resolution=res, aspect=aspect, frames=frames, sampling__guidance=guidance,
+        **method_flags(method=method, strength=strength, lora=lora, lora_scale=lora_scale, from_base=from_base),
     )
     config = build_generate_config(
-        "udit profile", preset=preset or (), set=set_ or (), **method_flags,
+        "udit profile", preset=preset or (), set=set_ or (), **flags,
         sampling__steps=None if run else steps,
         output__path=str(Path(tempfile.gettempdir()) / "udit-profile.mp4"), output__overwrite=True,
         runtime__device=device, runtime__dtype=dtype, runtime__offload=offload, runtime__vae_tiling=vae_tiling,
@@ -222,7 +206,7 @@ def profile(
         # Estimates need no weights; a measured run builds random ones only when asked.
         runtime__random_weights=True if not run else (random_weights or None),
     )
-    _check_method_flags(config, strength=strength, lora=lora, lora_scale=lora_scale, from_base=from_base)
+    check_method_flags(config, strength=strength, lora=lora, lora_scale=lora_scale, from_base=from_base)
     if train:
         _profile_training(config, res=res, json_output=json_output, gpu_mem=gpu_mem, tflops=tflops,
                           show_time=time_floor_)
@@ -233,7 +217,7 @@ def profile(
 
         run_steps = steps or DEFAULT_RUN_STEPS
         config = build_generate_config(
-            "udit profile", preset=preset or (), set=set_ or (), **method_flags, **shorten(resolved, run_steps),
+            "udit profile", preset=preset or (), set=set_ or (), **flags, **shorten(resolved, run_steps),
             output__path=config.output.path, output__overwrite=True,
             runtime__device=device, runtime__dtype=dtype, runtime__offload=offload, runtime__vae_tiling=vae_tiling,
             runtime__vae_tile=vae_tile, runtime__random_weights=random_weights or None,

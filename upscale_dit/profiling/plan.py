@@ -128,8 +128,23 @@ def model_spec(settings: RunSettings) -> ModelSpec:
                      transformer_dtype=settings.dtype, text_encoder_dtype=settings.dtype, vae_dtype="float32")
 
 
+class _Summed(Record):
+    """Mixin: ``peak`` is the sum of ``device_bytes`` and ``total_flops`` the sum of ``flops``."""
+
+    __slots__ = ()
+    _derived: ClassVar[tuple[str, ...]] = ("peak", "total_flops")
+
+    @property
+    def peak(self) -> int:
+        return sum(self.device_bytes.values())
+
+    @property
+    def total_flops(self) -> int:
+        return sum(self.flops.values())
+
+
 @dataclass(frozen=True, slots=True)
-class StageEstimate(Record):
+class StageEstimate(_Summed):
     """One stage: what runs, its FLOPs, and the bytes on the device while it runs (``peak`` is their sum).
 
     ``device_bytes`` names every term (``weights.transformer``, ``activations``, ``cross_attn_cache``, …);
@@ -146,16 +161,6 @@ class StageEstimate(Record):
     flops: dict[str, int]
     device_bytes: dict[str, int]
     host_bytes: dict[str, int]
-
-    _derived: ClassVar[tuple[str, ...]] = ("peak", "total_flops")
-
-    @property
-    def peak(self) -> int:
-        return sum(self.device_bytes.values())
-
-    @property
-    def total_flops(self) -> int:
-        return sum(self.flops.values())
 
 
 @dataclass(frozen=True, slots=True)
@@ -436,7 +441,7 @@ def settings_from_resolved(run: Any, *, device: Device, dtype: str, folder: Any 
 
 
 @dataclass(frozen=True, slots=True)
-class TrainEstimate(Record):
+class TrainEstimate(_Summed):
     """One stage-2 Relay step (1-frame image latents at the stage-2 size, GCLF attention, LoRA + AdamW).
 
     ``activations`` is rough and not calibrated: with gradient checkpointing, every block's input is kept for the
@@ -453,15 +458,6 @@ class TrainEstimate(Record):
     flops: dict[str, int]
     gradient_checkpointing: bool
 
-    _derived: ClassVar[tuple[str, ...]] = ("peak", "total_flops")
-
-    @property
-    def peak(self) -> int:
-        return sum(self.device_bytes.values())
-
-    @property
-    def total_flops(self) -> int:
-        return sum(self.flops.values())
 
 
 def estimate_training_step(arch: Architecture, *, height: int, width: int, window: tuple[int, int], pool: int,
