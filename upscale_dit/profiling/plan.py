@@ -459,7 +459,6 @@ class TrainEstimate(_Summed):
     gradient_checkpointing: bool
 
 
-
 def estimate_training_step(arch: Architecture, *, height: int, width: int, window: tuple[int, int], pool: int,
                            rank: int, targets: tuple[str, ...], dtype: str = "bfloat16", text_len: int = 512,
                            gradient_checkpointing: bool = True) -> TrainEstimate:
