@@ -87,3 +87,13 @@ def test_cover_resize_then_centre_crop(tmp_path):
     assert (out[:, :50] == 0).all() and (out[:, 50:] == 255).all()
     tall = load_image(path, 64, 32)  # cover: 400x100 -> 128x32, centre 64 columns
     assert tall.shape == (32, 64, 3)
+
+
+def test_new_run_folder_may_have_missing_parents_but_not_a_file_in_the_way(tmp_path):
+    from upscale_dit.errors import OutputError
+    from upscale_dit.training.checkpoint import RunFolder
+
+    RunFolder(tmp_path / "runs" / "deep" / "a").check_new()  # parents are created when the run starts
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(OutputError, match=r"cannot create run folder .*/file/a: .*/file is a file"):
+        RunFolder(tmp_path / "file" / "a").check_new()

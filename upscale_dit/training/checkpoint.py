@@ -54,9 +54,9 @@ class RunFolder:
         if self.root.is_dir() and any(self.root.iterdir()):
             raise OutputError(f"{self.root} already holds files; pass --resume to continue that run, or choose "
                               "another --out folder")
-        parent = self.root.parent
-        if not parent.is_dir():
-            raise OutputError(f"cannot create run folder {self.root}: {parent} does not exist")
+        blocking = next((p for p in self.root.parents if p.exists() and not p.is_dir()), None)
+        if blocking is not None:
+            raise OutputError(f"cannot create run folder {self.root}: {blocking} is a file")
 
     def recorded_config(self) -> dict[str, Any]:
         if not self.config_path.is_file():
