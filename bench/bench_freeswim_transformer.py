@@ -66,6 +66,10 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=2)
     ap.add_argument("--text-len", type=int, default=512)
     ap.add_argument("--kernel", default="auto")
+    ap.add_argument("--cache-device", nargs="+", default=["gpu"], choices=["gpu", "cpu"],
+                    help="where the cross-attention cache lives (cpu: pinned memory, prefetched on a side stream); "
+                         "several: the cache-mode passes are timed for each")
+    ap.add_argument("--skip-exact", action="store_true", help="do not time the exact-mode pass")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
 
@@ -97,17 +101,21 @@ def main() -> None:
     with torch.no_grad():
         results["dense"] = timed("dense pass", lambda: plain.run_pass(transformer, latents, timestep, embeds,
                                                                        PassInfo("cond", 0, 1, 0.9)))
-        for mode in ("cache", "exact"):
+        plans = [("cache", where) for where in args.cache_device] + ([] if args.skip_exact else [("exact", "gpu")])
+        for mode, where in plans:
+            storage = device if where == "gpu" else torch.device("cpu")
             ctl = FreeSwimController(geometry=geometry, mode=mode, cache_steps=10**6, scale=scale, kernel=args.kernel,
-                                     cache=CrossAttnCache(device))
+                                     cache=CrossAttnCache(storage))
+            suffix = "" if where == args.cache_device[0] else f"_{where}"
             with apply_freeswim(transformer, ctl):
                 if mode == "cache":
-                    results["guide"] = timed("guide pass (window+full)", lambda: ctl.run_pass(
+                    results["guide" + suffix] = timed(f"guide pass, cache on {where}", lambda: ctl.run_pass(
                         transformer, latents, timestep, embeds, PassInfo("cond", 0, 1, 0.9)))
-                    results["cached_cond"] = timed("cached cond pass (window)", lambda: ctl.run_pass(
+                    results["cached_cond" + suffix] = timed(f"cached cond pass, cache on {where}", lambda: ctl.run_pass(
                         transformer, latents, timestep, embeds, PassInfo("cond", 1, 1, 0.9)))
-                    results["uncond"] = timed("uncond pass (window)", lambda: ctl.run_pass(
-                        transformer, latents, timestep, embeds, PassInfo("uncond", 1, 1, 0.9)))
+                    if not suffix:
+                        results["uncond"] = timed("uncond pass (window)", lambda: ctl.run_pass(
+                            transformer, latents, timestep, embeds, PassInfo("uncond", 1, 1, 0.9)))
                 else:
                     results["exact"] = timed("exact pass (window+full)", lambda: ctl.run_pass(
                         transformer, latents, timestep, embeds, PassInfo("cond", 0, 1, 0.9)))
@@ -115,12 +123,16 @@ def main() -> None:
 
     n = args.steps_run
     dense_total = 2 * n * results["dense"]["seconds"]
-    totals = {"dense": dense_total, "exact": 2 * n * results["exact"]["seconds"]}
-    for k in args.k:
-        guides = math.ceil(n / k)
-        totals[f"cache_k{k}"] = (guides * results["guide"]["seconds"]
-                                 + (n - guides) * results["cached_cond"]["seconds"]
-                                 + n * results["uncond"]["seconds"])
+    totals = {"dense": dense_total}
+    if "exact" in results:
+        totals["exact"] = 2 * n * results["exact"]["seconds"]
+    for where in args.cache_device:
+        suffix = "" if where == args.cache_device[0] else f"_{where}"
+        for k in args.k:
+            guides = math.ceil(n / k)
+            totals[f"cache_k{k}_{where}"] = (guides * results["guide" + suffix]["seconds"]
+                                            + (n - guides) * results["cached_cond" + suffix]["seconds"]
+                                            + n * results["uncond"]["seconds"])
     print(f"\n{n}-step refinement with CFG, transformer time (composed from the pass times above):")
     for name, total in totals.items():
         print(f"  {name:<10} {total:9.1f} s   / dense = {total / dense_total:5.3f}")
@@ -129,7 +141,7 @@ def main() -> None:
         "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
         "shape": {"frames": args.frames, "height": args.height, "width": args.width,
                   "grid": list(geometry.grid), "window": list(geometry.window), "tokens": geometry.num_tokens},
-        "kernel": kernel, "passes": results, "totals_s": totals,
+        "kernel": kernel, "cache_devices": args.cache_device, "passes": results, "totals_s": totals,
         "ratios_to_dense": {k: v / dense_total for k, v in totals.items()},
     }
     if args.out:

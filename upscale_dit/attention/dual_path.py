@@ -16,7 +16,6 @@ Where the full branch would duplicate the window branch (the window covers the g
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from typing import Literal
 

@@ -90,7 +90,7 @@ def _knobs(settings: RunSettings) -> list[list[tuple[Change, Callable[[RunSettin
     if tiling:
         groups.append(tiling)
     fs = settings.freeswim
-    if settings.method == "freeswim" and fs is not None and fs.mode == "cache" and fs.cache_device != "cpu":
+    if settings.method == "freeswim" and fs is not None and fs.mode == "cache" and fs.cache_device == "gpu":
         groups.append([(Change(["--set", "method.freeswim.cache_device=cpu"], "FreeSwim cross-attention cache in "
                                "pinned CPU memory", "a host-to-device copy per block on cached passes", 4),
                         lambda s: s.replace(freeswim=_with(s.freeswim, cache_device="cpu")))])
@@ -129,21 +129,30 @@ def advise(settings: RunSettings, total: int, *, estimate: PlanEstimate | None =
     if best is not None:
         return Advice(fits=False, peak=estimate.peak, usable=usable, changes=best[1], peak_after=best[3],
                       fits_after=True)
-    # Nothing but shorter videos: every knob on (the cheapest tile), then the most frames that fit.
-    changes, candidate = [], settings
-    for group in groups:
-        change, apply = group[-1]
-        changes.append(change)
-        candidate = apply(candidate)
+    # Nothing but shorter videos: every knob on (the cheapest tile), then the most frames that fit ...
+    knobs = [group[-1] for group in groups]
+    candidate = _apply(settings, knobs)
     frames = _max_frames(candidate, total, usable)
     if frames is None:
         peak = estimate_plan(candidate.replace(frames=1), budget=total).peak
-        return Advice(fits=False, peak=estimate.peak, usable=usable, changes=changes, peak_after=peak,
+        return Advice(fits=False, peak=estimate.peak, usable=usable, changes=[c for c, _ in knobs], peak_after=peak,
                       fits_after=False, note="does not fit even with one frame: use a smaller --res or a larger GPU")
+    # ... and of those knobs only the ones that the shorter video still needs (the costliest dropped first).
+    for knob in sorted(knobs, key=lambda k: -k[0].rank):
+        rest = [k for k in knobs if k is not knob]
+        if estimate_plan(_apply(settings, rest).replace(frames=frames), budget=total).peak <= usable:
+            knobs = rest
+    changes = [change for change, _ in knobs]
     changes.append(Change(["--frames", str(frames)], f"{frames} frames instead of {settings.frames}",
                           "a shorter video", 10))
-    peak = estimate_plan(candidate.replace(frames=frames), budget=total).peak
+    peak = estimate_plan(_apply(settings, knobs).replace(frames=frames), budget=total).peak
     return Advice(fits=False, peak=estimate.peak, usable=usable, changes=changes, peak_after=peak, fits_after=True)
+
+
+def _apply(settings: RunSettings, knobs) -> RunSettings:
+    for _, apply in knobs:
+        settings = apply(settings)
+    return settings
 
 
 def _max_frames(settings: RunSettings, total: int, usable: int) -> int | None:
