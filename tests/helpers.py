@@ -18,3 +18,12 @@ def read_mp4(path: Path) -> tuple[np.ndarray, float]:
         fps = float(stream.average_rate)
         frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
     return np.stack(frames), fps
+
+
+def invoke_cli(*args: str):
+    """Run the `udit` app in-process as a user would, with a wide terminal so help and tables do not wrap."""
+    from typer.testing import CliRunner
+
+    from upscale_dit.cli.app import app
+
+    return CliRunner().invoke(app, list(args), catch_exceptions=False, env={"COLUMNS": "240"})

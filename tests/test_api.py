@@ -6,12 +6,10 @@ import json
 
 import pytest
 import torch
-from typer.testing import CliRunner
 
 import upscale_dit
-from tests.helpers import read_mp4
+from tests.helpers import invoke_cli, read_mp4
 from upscale_dit import GenerateResult, OutOfMemoryError, generate
-from upscale_dit.cli.app import app
 
 
 def test_generate_from_python(tmp_path):
@@ -47,8 +45,7 @@ def test_cuda_oom_is_caught_with_advice(tmp_path, monkeypatch):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
 
     monkeypatch.setattr(upscale_dit.generation, "_generate", explode)
-    result = CliRunner().invoke(app, ["generate", "x", "--model", "tiny", "--res", "1080p", "--out",
-                                      str(tmp_path / "o.mp4")])
+    result = invoke_cli("generate", "x", "--model", "tiny", "--res", "1080p", "--out", str(tmp_path / "o.mp4"))
     assert result.exit_code == 3
     assert ("out of GPU memory at 1920x1088x9; try --offload model, --vae-tiling on, a smaller --res, "
             "fewer --frames (now 9)") in result.stderr

@@ -6,16 +6,10 @@ import json
 import os
 
 import pytest
-from typer.testing import CliRunner
 
-from tests.helpers import read_mp4
-from upscale_dit.cli.app import app
+from tests.helpers import invoke_cli, read_mp4
 
-runner = CliRunner()
-
-
-def invoke(*args: str):
-    return runner.invoke(app, list(args), catch_exceptions=False, env={"COLUMNS": "240"})
+invoke = invoke_cli
 
 
 def test_writes_mp4_of_exact_size_and_frames_with_sidecar(tmp_path):

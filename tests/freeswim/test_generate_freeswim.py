@@ -6,17 +6,11 @@ import json
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
-from tests.helpers import read_mp4
-from upscale_dit.cli.app import app
+from tests.helpers import invoke_cli, read_mp4
 from upscale_dit.video import VideoWriter
 
-runner = CliRunner()
-
-
-def invoke(*args: str):
-    return runner.invoke(app, list(args), catch_exceptions=False, env={"COLUMNS": "240"})
+invoke = invoke_cli
 
 
 def test_freeswim_at_2x_writes_exact_size_and_keeps_base(tmp_path):

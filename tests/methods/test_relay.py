@@ -104,12 +104,9 @@ def test_refusals(run, files, transformer, tmp_path):
 
 
 def _generate(*args):
-    from typer.testing import CliRunner
+    from tests.helpers import invoke_cli
 
-    from upscale_dit.cli.app import app
-
-    return CliRunner().invoke(app, ["generate", "a pattern", "--model", "tiny", *args], catch_exceptions=False,
-                              env={"COLUMNS": "240"})
+    return invoke_cli("generate", "a pattern", "--model", "tiny", *args)
 
 
 def test_generate_method_relay_at_2x_from_noise(files, tmp_path):

@@ -5,18 +5,15 @@ from __future__ import annotations
 import json
 
 import pytest
-from typer.testing import CliRunner
-
-from upscale_dit.cli.app import app
+from tests.helpers import invoke_cli
 from upscale_dit.cli.profile import parse_memory
 
-runner = CliRunner()
 GIB = 2**30
 HD_4K_FREESWIM = ["--model", "wan2.1-t2v-1.3b", "--res", "2160p", "--method", "freeswim"]
 
 
 def invoke(*args: str):
-    return runner.invoke(app, ["profile", *args], catch_exceptions=False, env={"COLUMNS": "220"})
+    return invoke_cli("profile", *args)
 
 
 def profile_json(*args: str) -> dict:
@@ -117,8 +114,7 @@ def test_errors_match_generate(args, message, tmp_path):
     assert profiled.exit_code == 2
     assert message in profiled.stderr
     if "--gpu-mem" not in args:  # the same request through generate fails the same way
-        generated = runner.invoke(app, ["generate", "x", *args, "--out", str(tmp_path / "never.mp4")],
-                                  catch_exceptions=False, env={"COLUMNS": "220"})
+        generated = invoke_cli("generate", "x", *args, "--out", str(tmp_path / "never.mp4"))
         assert generated.exit_code == 2 and message in generated.stderr
 
 

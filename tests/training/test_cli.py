@@ -4,17 +4,12 @@ from __future__ import annotations
 
 import json
 
-from typer.testing import CliRunner
 
+from tests.helpers import invoke_cli
 from tests.training.helpers import TINY_STAGE2, make_images
 from upscale_dit.adapters import read_safetensors
-from upscale_dit.cli.app import app
 
-runner = CliRunner()
-
-
-def invoke(*args: str):
-    return runner.invoke(app, list(args), catch_exceptions=False, env={"COLUMNS": "240"})
+invoke = invoke_cli
 
 
 def test_train_then_strip_in_both_formats(tmp_path):
