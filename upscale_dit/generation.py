@@ -94,7 +94,7 @@ def build_generate_config(
 
 
 def _latent_shape(preset: ModelPreset, frames: int, height: int, width: int) -> tuple[int, int, int, int, int]:
-    return (1, 16, (frames - 1) // preset.vae_scale_temporal + 1,
+    return (1, preset.latent_channels, (frames - 1) // preset.vae_scale_temporal + 1,
             height // preset.vae_scale_spatial, width // preset.vae_scale_spatial)
 
 

@@ -49,6 +49,7 @@ class ModelPreset:
     vae_scale_spatial: int = _help("Pixels per latent cell along H and W.", 8)
     vae_scale_temporal: int = _help("Frames per latent frame (after the first).", 4)
     patch_size: tuple[int, int, int] = _help("Transformer patch (t, h, w) in latent cells.", (1, 2, 2))
+    latent_channels: int = _help("Channels of the VAE latent (the transformer's in_channels).", 16)
     scheduler: SchedulerName = _help("Default sampler: `unipc` (UniPC flow, Wan's default) or `euler`.", "unipc")
     shift: float = _help("Default flow shift for the native size.", 3.0)
     steps: int = _help("Default number of denoising steps.", 50)

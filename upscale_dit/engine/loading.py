@@ -11,6 +11,7 @@ import torch
 
 from ..config import ModelPreset, get_model_preset, model_presets
 from ..errors import ConfigError, ModelNotFoundError
+from ..profiling.architectures import architecture_for
 from .device import cast_keeping_fp32
 from .tiny import build_tiny_components
 
@@ -87,21 +88,19 @@ def _check_folder(path: Path) -> Path:
 
 
 def _preset_for_folder(folder: Path) -> ModelPreset:
-    """Match a folder to a preset by its transformer architecture (layers, heads, head dim)."""
+    """Match a folder to a preset by its transformer architecture (layers, heads, head dim, input channels)."""
     try:
         cfg = json.loads((folder / "transformer" / "config.json").read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise ModelNotFoundError(f"cannot read {folder}/transformer/config.json: {exc}") from None
-    key = (cfg.get("num_layers"), cfg.get("num_attention_heads"), cfg.get("attention_head_dim"))
-    known = {
-        (30, 12, 128): "wan2.1-t2v-1.3b",
-        (40, 40, 128): "wan2.1-t2v-14b",
-        (2, 2, 32): "tiny",
-    }
-    if key not in known:
-        raise ConfigError(f"{folder}: transformer with (layers, heads, head_dim) = {key} matches no model preset; "
-                          f"udit knows Wan2.1 1.3B, 14B and tiny")
-    return get_model_preset(known[key])
+    keys = ("num_layers", "num_attention_heads", "attention_head_dim", "in_channels")
+    found = tuple(cfg.get(k) for k in keys)
+    for name in model_presets():
+        arch = architecture_for(name).transformer
+        if tuple(arch.get(k) for k in keys) == found:
+            return get_model_preset(name)
+    raise ConfigError(f"{folder}: a transformer with (layers, heads, head_dim, in_channels) = {found} matches no "
+                      f"model preset; udit knows {', '.join(model_presets())}")
 
 
 def load_components(source: ModelSource, *, dtype: torch.dtype, device: torch.device) -> dict[str, Any]:
