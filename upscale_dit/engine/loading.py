@@ -109,7 +109,6 @@ def load_components(source: ModelSource, *, dtype: torch.dtype, device: torch.de
     The scheduler comes back as its config dict: the sampler builds a fresh scheduler per run from it.
     """
     if source.random_weights:
-        from ..profiling.architectures import architecture_for
         from .random_weights import build_random_components
 
         arch = architecture_for(source.preset.name, source.folder)
