@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from ..config.loader import build, deep_merge, parse_set_option, read_yaml
 from ..config.presets import presets_dir
-from ..config.schema import _help
+from ..config.schema import documented
 from ..errors import ConfigError
 
 #: The Wan linears ViBe adapts in every block (DiffSynth's ``q,k,v,o,ffn.0,ffn.2`` in diffusers names).
@@ -31,18 +31,18 @@ DtypeName = Literal["auto", "bfloat16", "float32"]
 class DataConfig:
     """Where the training images and their captions come from."""
 
-    images: str = _help("Folder of jpg/png/webp images (searched recursively) with same-stem .txt captions, "
+    images: str = documented("Folder of jpg/png/webp images (searched recursively) with same-stem .txt captions, "
                         "or a folder holding metadata.csv (columns image|video and prompt|caption).", "")
-    caption: str | None = _help("Caption for images without one (no .txt / empty CSV cell).")
-    allow_upscale: bool = _help("Use images smaller than the stage-2 size by upscaling them (off: skip them).", False)
+    caption: str | None = documented("Caption for images without one (no .txt / empty CSV cell).")
+    allow_upscale: bool = documented("Use images smaller than the stage-2 size by upscaling them (off: skip them).", False)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class StageConfig:
     """One Relay stage: its training size and length."""
 
-    resolution: str = _help("Training size: native, 2x/3x (of native) or WxH; multiples of 16.", "native")
-    steps: int = _help("Optimizer steps (batch 1).", 1000)
+    resolution: str = documented("Training size: native, 2x/3x (of native) or WxH; multiples of 16.", "native")
+    steps: int = documented("Optimizer steps (batch 1).", 1000)
 
     def __post_init__(self) -> None:
         if self.steps < 1:
@@ -53,9 +53,9 @@ class StageConfig:
 class AdapterConfig:
     """The LoRA trained in each stage (peft ``LoraConfig``; the same shape in both stages)."""
 
-    rank: int = _help("LoRA rank r.", 32)
-    alpha: float = _help("LoRA alpha; the update is scaled by alpha/r (ViBe: alpha = r).", 32.0)
-    targets: tuple[str, ...] = _help("Linear layers adapted in every block (diffusers names).", DEFAULT_TARGETS)
+    rank: int = documented("LoRA rank r.", 32)
+    alpha: float = documented("LoRA alpha; the update is scaled by alpha/r (ViBe: alpha = r).", 32.0)
+    targets: tuple[str, ...] = documented("Linear layers adapted in every block (diffusers names).", DEFAULT_TARGETS)
 
     def __post_init__(self) -> None:
         if self.rank < 1:
@@ -72,14 +72,14 @@ class AdapterConfig:
 class OptimConfig:
     """AdamW and DiffSynth's ConstantLR schedule (lr x factor for the first steps, then constant)."""
 
-    lr: float = _help("Learning rate.", 1e-4)
-    weight_decay: float = _help("AdamW weight decay.", 0.01)
-    beta1: float = _help("AdamW beta1.", 0.9)
-    beta2: float = _help("AdamW beta2.", 0.999)
-    eps: float = _help("AdamW epsilon.", 1e-8)
-    warmup_factor: float = _help("ConstantLR factor applied for the first `warmup_steps` steps of each stage.", 1 / 3)
-    warmup_steps: int = _help("Steps at the reduced learning rate (PyTorch's ConstantLR default: 5).", 5)
-    max_grad_norm: float | None = _help("Clip the gradient norm to this (null: no clipping, as ViBe).")
+    lr: float = documented("Learning rate.", 1e-4)
+    weight_decay: float = documented("AdamW weight decay.", 0.01)
+    beta1: float = documented("AdamW beta1.", 0.9)
+    beta2: float = documented("AdamW beta2.", 0.999)
+    eps: float = documented("AdamW epsilon.", 1e-8)
+    warmup_factor: float = documented("ConstantLR factor applied for the first `warmup_steps` steps of each stage.", 1 / 3)
+    warmup_steps: int = documented("Steps at the reduced learning rate (PyTorch's ConstantLR default: 5).", 5)
+    max_grad_norm: float | None = documented("Clip the gradient norm to this (null: no clipping, as ViBe).")
 
     def __post_init__(self) -> None:
         if self.lr <= 0:
@@ -99,9 +99,9 @@ class OptimConfig:
 class FlowConfig:
     """Wan's training noise table: which noise levels are drawn and how the loss is weighted."""
 
-    shift: float = _help("Flow shift of the 1000-entry table (Wan/DiffSynth training: 5).", 5.0)
-    num_train_timesteps: int = _help("Entries of the timestep table.", 1000)
-    weighting: Literal["bell", "none"] = _help("`bell`: DiffSynth's exp(-2((t-500)/1000)^2) weight with mean 1; "
+    shift: float = documented("Flow shift of the 1000-entry table (Wan/DiffSynth training: 5).", 5.0)
+    num_train_timesteps: int = documented("Entries of the timestep table.", 1000)
+    weighting: Literal["bell", "none"] = documented("`bell`: DiffSynth's exp(-2((t-500)/1000)^2) weight with mean 1; "
                                                "`none`: uniform.", "bell")
 
     def __post_init__(self) -> None:
@@ -115,8 +115,8 @@ class FlowConfig:
 class GCLFConfig:
     """Stage-2 attention: fine keys in the native-size inward window + all keys pooled by `pool`."""
 
-    pool: int = _help("Average-pooling factor d of the coarse keys (ViBe trains with 2).", 2)
-    kernel: Literal["auto", "sdpa", "flex"] = _help("`auto` (flex on CUDA, sdpa on CPU), `sdpa` or `flex`.", "auto")
+    pool: int = documented("Average-pooling factor d of the coarse keys (ViBe trains with 2).", 2)
+    kernel: Literal["auto", "sdpa", "flex"] = documented("`auto` (flex on CUDA, sdpa on CPU), `sdpa` or `flex`.", "auto")
 
     def __post_init__(self) -> None:
         if self.pool < 1:
@@ -127,8 +127,8 @@ class GCLFConfig:
 class CheckpointConfig:
     """Resumable checkpoints in the run folder."""
 
-    every: int = _help("Write a checkpoint every N steps (and at the end of each stage).", 250)
-    keep: int = _help("How many of the latest checkpoints to keep.", 2)
+    every: int = documented("Write a checkpoint every N steps (and at the end of each stage).", 250)
+    keep: int = documented("How many of the latest checkpoints to keep.", 2)
 
     def __post_init__(self) -> None:
         if self.every < 1 or self.keep < 1:
@@ -139,11 +139,11 @@ class CheckpointConfig:
 class TrainRuntimeConfig:
     """Machine settings of a training run."""
 
-    device: str = _help("`auto` (CUDA if available), `cpu`, `cuda` or `cuda:N`.", "auto")
-    dtype: DtypeName = _help("Base-model dtype: `auto` = bfloat16 on CUDA, float32 on CPU. LoRA weights stay float32.",
+    device: str = documented("`auto` (CUDA if available), `cpu`, `cuda` or `cuda:N`.", "auto")
+    dtype: DtypeName = documented("Base-model dtype: `auto` = bfloat16 on CUDA, float32 on CPU. LoRA weights stay float32.",
                              "auto")
-    gradient_checkpointing: bool = _help("Recompute block activations in backward (less memory, ~30% slower).", True)
-    seed: int = _help("Seed of LoRA init, data order, noise levels and noise.", 0)
+    gradient_checkpointing: bool = documented("Recompute block activations in backward (less memory, ~30% slower).", True)
+    seed: int = documented("Seed of LoRA init, data order, noise levels and noise.", 0)
 
     def __post_init__(self) -> None:
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
@@ -156,9 +156,9 @@ class TrainRuntimeConfig:
 class RelayTrainConfig:
     """Everything `udit train-relay` needs; recorded as ``config.yaml`` in the run folder."""
 
-    model: str = _help("Base model: preset name, local diffusers folder, or Hugging Face id.", "wan2.1-t2v-1.3b")
-    output: str = _help("Run folder: config, log, cache, checkpoints and the adapters.", "relay-run")
-    max_sequence_length: int | None = _help("Text tokens (default: the model preset's).")
+    model: str = documented("Base model: preset name, local diffusers folder, or Hugging Face id.", "wan2.1-t2v-1.3b")
+    output: str = documented("Run folder: config, log, cache, checkpoints and the adapters.", "relay-run")
+    max_sequence_length: int | None = documented("Text tokens (default: the model preset's).")
     data: DataConfig = field(default_factory=DataConfig, metadata={"help": "Images and captions."})
     stage1: StageConfig = field(default_factory=lambda: StageConfig(resolution="native", steps=1000),
                                 metadata={"help": "Stage 1: modality alignment at the native size."})
