@@ -10,7 +10,7 @@ import dataclasses
 import difflib
 import types
 import typing
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -79,6 +79,28 @@ def deep_merge(*layers: Mapping[str, Any]) -> dict[str, Any]:
             else:
                 out[key] = value
     return out
+
+
+def layer(
+    cls: type[T],
+    base: tuple[str, Mapping[str, Any]],
+    *,
+    preset_files: Sequence[str | Path] = (),
+    set_options: Sequence[str] = (),
+    flags: Mapping[str, Any] | None = None,
+) -> T:
+    """Build ``cls`` from layers, each overriding the one before: ``base`` (named) < ``preset_files`` <
+    ``set_options`` (``key=value``) < ``flags`` (a nested dict). Validated after each layer, so an error names
+    the layer that caused it."""
+    layers: list[tuple[str, Mapping[str, Any]]] = [base]
+    layers += [(str(path), read_yaml(Path(path))) for path in preset_files]
+    layers += [(f"--set {item}", parse_set_option(item)) for item in set_options]
+    layers.append(("options", flags or {}))
+    merged: dict[str, Any] = {}
+    for source, data in layers:
+        merged = deep_merge(merged, data)
+        build(cls, merged, source=source)
+    return build(cls, merged, source="options")
 
 
 def field_paths(cls: type) -> list[str]:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from .loader import build, deep_merge, parse_set_option, read_yaml
+from .loader import build, deep_merge, layer, read_yaml
 from .schema import GenerateConfig, ModelPreset, check_frames
 
 MAX_SIDE = 16384  # Wan's RoPE covers 1024 tokens per axis = 16384 pixels
@@ -74,15 +74,8 @@ def layer_config(
 
     ``flags`` is a nested dict of the options given on the command line (``None`` = not given).
     """
-    layers: list[tuple[str, Mapping[str, Any]]] = [(str(presets_dir() / "defaults.yaml"), builtin_defaults())]
-    layers += [(str(path), read_yaml(Path(path))) for path in preset_files]
-    layers += [(f"--set {item}", parse_set_option(item)) for item in set_options]
-    layers.append(("options", flags or {}))
-    merged: dict[str, Any] = {}
-    for source, layer in layers:  # validate after each layer, so an error names the layer that caused it
-        merged = deep_merge(merged, layer)
-        build(GenerateConfig, merged, source=source)
-    return build(GenerateConfig, merged, source="options")
+    base = (str(presets_dir() / "defaults.yaml"), builtin_defaults())
+    return layer(GenerateConfig, base, preset_files=preset_files, set_options=set_options, flags=flags)
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from ..config.loader import build, deep_merge, parse_set_option, read_yaml
+from ..config.loader import layer, read_yaml
 from ..config.presets import presets_dir
 from ..config.schema import documented
 from ..errors import ConfigError
@@ -186,12 +186,4 @@ def layer_train_config(*, base: Mapping[str, Any] | None = None, preset_files: S
     < ``preset_files`` < ``set_options`` < ``flags`` (a nested dict; ``None`` values = flag not given).
     """
     first = ("recorded config", base) if base is not None else ("built-in relay.yaml", builtin_training_defaults())
-    layers: list[tuple[str, Mapping[str, Any]]] = [first]
-    layers += [(str(path), read_yaml(Path(path))) for path in preset_files]
-    layers += [(f"--set {item}", parse_set_option(item)) for item in set_options]
-    layers.append(("options", flags or {}))
-    merged: dict[str, Any] = {}
-    for source, layer in layers:  # validate per layer so an error names the layer that caused it
-        merged = deep_merge(merged, layer)
-        build(RelayTrainConfig, merged, source=source)
-    return build(RelayTrainConfig, merged, source="options")
+    return layer(RelayTrainConfig, first, preset_files=preset_files, set_options=set_options, flags=flags)
