@@ -27,6 +27,16 @@ def presets_dir() -> Path:
     raise ConfigError(f"udit's built-in presets are missing (looked in {package / 'presets'}); reinstall udit")
 
 
+BUNDLED_PREFIX = "bundled:"
+
+
+def bundled_folder(source: str) -> Path | None:
+    """The package folder a ``bundled:<path>`` model source names (weights shipped inside udit), else ``None``."""
+    if not source.startswith(BUNDLED_PREFIX):
+        return None
+    return Path(__file__).resolve().parent.parent / source[len(BUNDLED_PREFIX):]
+
+
 @functools.cache
 def model_presets() -> dict[str, ModelPreset]:
     """All built-in model presets by name."""

@@ -42,7 +42,7 @@ class ModelPreset:
 
     name: str = documented("Preset name, e.g. `wan2.1-t2v-1.3b`.")
     description: str = documented("One line shown in listings.", "")
-    source: str = documented("Hugging Face id, local diffusers folder, or `tiny` (built in code).")
+    source: str = documented("Hugging Face id, local diffusers folder, `bundled:<path in the package>` (weights shipped with udit), or `tiny` (built in code).")
     native_height: int = documented("Training height in pixels; FreeSwim/Relay windows derive from it.")
     native_width: int = documented("Training width in pixels.")
     fps: int = documented("Frame rate the model was trained at; used for the output video.")

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from ..config import ModelPreset, get_model_preset, model_presets
+from ..config.presets import bundled_folder
 from ..errors import ConfigError, ModelNotFoundError
 from ..profiling.architectures import architecture_for
 from .device import cast_keeping_fp32
@@ -45,6 +46,9 @@ def resolve_model(model: str, *, random_weights: bool = False) -> ModelSource:
             return ModelSource(preset, None)
         if random_weights:
             return ModelSource(preset, None, random_weights=True)
+        bundled = bundled_folder(preset.source)
+        if bundled is not None:
+            return ModelSource(preset, _check_bundled(bundled, preset.name))
         return ModelSource(preset, _find_weights(preset.source, preset_name=preset.name))
     if random_weights:
         source = resolve_model(model)
@@ -73,8 +77,25 @@ def _find_weights(source: str, *, preset_name: str | None) -> Path:
         name = f" (preset `{preset_name}`)" if preset_name else ""
         raise ModelNotFoundError(
             f"model {source}{name} is not in the local Hugging Face cache; download it with "
-            f"`hf download {source}` (or pass --model /path/to/diffusers-folder); try --model tiny for an offline demo"
+            f"`hf download {source}` (or pass --model /path/to/diffusers-folder); try --model {offline_demo_model()} "
+            f"for an offline demo"
         ) from None
+    return _check_folder(folder)
+
+
+def offline_demo_model() -> str:
+    """The model to suggest when weights are missing: the trained ``toy`` when it is installed, else ``tiny``."""
+    toy = model_presets().get("toy")
+    folder = bundled_folder(toy.source) if toy is not None else None
+    return "toy" if folder is not None and (folder / "model_index.json").is_file() else "tiny"
+
+
+def _check_bundled(folder: Path, name: str) -> Path:
+    if not (folder / "model_index.json").is_file():
+        raise ModelNotFoundError(
+            f"the `{name}` model's weights are missing from this installation ({folder}); "
+            f"train them with `python -m upscale_dit.toy.train --out runs/{name}` and pass --model runs/{name}/weights"
+        )
     return _check_folder(folder)
 
 
@@ -96,7 +117,10 @@ def _preset_for_folder(folder: Path) -> ModelPreset:
     keys = ("num_layers", "num_attention_heads", "attention_head_dim", "in_channels")
     found = tuple(cfg.get(k) for k in keys)
     for name in model_presets():
-        arch = architecture_for(name).transformer
+        try:
+            arch = architecture_for(name).transformer
+        except (KeyError, OSError):  # a bundled model whose weights are not installed
+            continue
         if tuple(arch.get(k) for k in keys) == found:
             return get_model_preset(name)
     raise ConfigError(f"{folder}: a transformer with (layers, heads, head_dim, in_channels) = {found} matches no "

@@ -16,11 +16,15 @@ def clean_prompt(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip()
 
 
-@torch.no_grad()
-def encode_prompts(tokenizer, text_encoder, prompts: list[str], *, max_length: int, device: torch.device) -> torch.Tensor:
-    """Embed ``prompts`` → ``[B, max_length, d_model]``; positions after each prompt's last token are exact zeros."""
+def embed_prompts(tokenizer, text_encoder, prompts: list[str], *, max_length: int, device: torch.device,
+                  clean: bool = True) -> torch.Tensor:
+    """Embed ``prompts`` → ``[B, max_length, d_model]``; positions after each prompt's last token are exact zeros.
+
+    Differentiable, so a trainer of the text encoder embeds exactly as generation does; ``clean=False`` skips
+    :func:`clean_prompt` for text already clean (a trainer's generated captions), which is slow per step.
+    """
     tokens = tokenizer(
-        [clean_prompt(p) for p in prompts],
+        [clean_prompt(p) for p in prompts] if clean else list(prompts),
         padding="max_length",
         max_length=max_length,
         truncation=True,
@@ -32,3 +36,9 @@ def encode_prompts(tokenizer, text_encoder, prompts: list[str], *, max_length: i
     hidden = text_encoder(tokens.input_ids.to(device), mask).last_hidden_state
     keep = mask.gt(0).unsqueeze(-1)
     return torch.where(keep, hidden, torch.zeros((), dtype=hidden.dtype, device=hidden.device))
+
+
+@torch.no_grad()
+def encode_prompts(tokenizer, text_encoder, prompts: list[str], *, max_length: int, device: torch.device) -> torch.Tensor:
+    """:func:`embed_prompts` without gradients: what generation uses."""
+    return embed_prompts(tokenizer, text_encoder, prompts, max_length=max_length, device=device)

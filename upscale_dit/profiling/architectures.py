@@ -28,6 +28,7 @@ __all__ = [
     "architecture_for",
     "read_folder_architecture",
     "tiny_architecture",
+    "toy_architecture",
 ]
 
 T2V_1_3B: dict[str, Any] = {
@@ -149,10 +150,26 @@ def read_folder_architecture(folder: str | Path, name: str | None = None) -> Arc
                         read("text_encoder", "config.json"), read("scheduler", "scheduler_config.json"))
 
 
+def toy_architecture() -> Architecture:
+    """The ``toy`` model's configs, from the constants its trainer builds it with (they match the shipped files)."""
+    from ..toy.model import (  # numpy-only module: no torch import
+        TOY_SCHEDULER_CONFIG,
+        TOY_TEXT_ENCODER_CONFIG,
+        TOY_TRANSFORMER_CONFIG,
+        TOY_VAE_CONFIG,
+        TOY_VOCAB_SIZE,
+    )
+
+    return Architecture("toy", dict(TOY_TRANSFORMER_CONFIG), dict(TOY_VAE_CONFIG),
+                        {"vocab_size": TOY_VOCAB_SIZE, **TOY_TEXT_ENCODER_CONFIG}, dict(TOY_SCHEDULER_CONFIG))
+
+
 def architecture_for(preset_name: str, folder: str | Path | None = None) -> Architecture:
     """Configs for a resolved model: the folder's own files when there is one, else the preset's built-in ones."""
     if preset_name == "tiny" and folder is None:
         return tiny_architecture()
+    if preset_name == "toy" and folder is None:
+        return toy_architecture()
     if folder is not None:
         return read_folder_architecture(folder, preset_name)
     if preset_name not in ARCHITECTURES:

@@ -1,0 +1,392 @@
+"""Train the ``toy`` model on the procedural world, from a seed: VAE first, then transformer + text encoder.
+
+    python -m upscale_dit.toy.train --out runs/toy                    # both stages, one GPU
+    python -m upscale_dit.toy.train --out runs/toy --stage vae        # stage 1 only → runs/toy/vae
+    python -m upscale_dit.toy.train --out runs/toy --stage dit        # stage 2, reads runs/toy/vae
+
+Stage ``vae``: an ``AutoencoderKLWan`` learns to reconstruct 9-frame world clips at the native size and
+128-pixel crops of 2x and 3x renders (so it also decodes the larger objects of high-resolution output), with
+an L1 + spatial-gradient loss and a small KL term. Its latent statistics over the training clips become
+``latents_mean``/``latents_std``, as in the real Wan VAE.
+Stage ``dit``: the transformer and the text encoder learn rectified flow (the objective Wan was trained with)
+on 17-frame native clips, with 10 % empty captions for classifier-free guidance and optional caption parts
+dropped; an EMA of the weights is what ships. The result is a diffusers ``WanPipeline`` folder in float16
+(``OUT/weights``), plus ``training.json`` with the seed, steps, losses and times.
+
+Everything is seeded (torch, Python, the world's scene seeds). GPU kernels are not bit-deterministic, so a
+rerun reproduces the weights' quality, not their exact bits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import os
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import model as toy
+from .data import ClipRequest, render_clips, scene_seed, vary_caption
+
+EMPTY_CAPTION_RATE = 0.1
+TIMESTEP_SCALE = 1000.0  # the model sees timestep = sigma * 1000, as diffusers' flow schedulers pass it
+
+
+def noisy_latents(x0: torch.Tensor, noise: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """Rectified flow's straight path: ``(1 - sigma) x0 + sigma noise``; the model learns ``noise - x0``."""
+    s = sigma.view(-1, *([1] * (x0.dim() - 1)))
+    return (1.0 - s) * x0 + s * noise
+
+
+def _log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def _to_video_tensor(clips: np.ndarray, device: torch.device) -> torch.Tensor:
+    """uint8 ``(B, F, H, W, 3)`` → float ``(B, 3, F, H, W)`` in [-1, 1] (the VAE's input)."""
+    x = torch.from_numpy(clips).to(device).permute(0, 4, 1, 2, 3).float()
+    return x / 127.5 - 1.0
+
+
+def _lr_at(progress: float, peak: float, warmup: float) -> float:
+    """Linear warm-up over the first ``warmup`` of training, then cosine decay to a tenth of the peak."""
+    if progress < warmup:
+        return peak * max(progress / warmup, 1e-3)
+    progress = (progress - warmup) / (1.0 - warmup)
+    return peak * (0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0))))
+
+
+def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+class _Schedule:
+    """Training progress in [0, 1]: steps done / steps, or elapsed / time budget when that is further along.
+
+    With a budget a stage finishes on time *with* its learning rate fully decayed, instead of being cut off
+    mid-schedule; the steps actually run are recorded, so ``--*-steps N`` without a budget reruns it.
+    """
+
+    def __init__(self, steps: int, minutes: float | None):
+        self.steps, self.seconds, self.start = steps, (minutes or 0.0) * 60, time.monotonic()
+
+    def progress(self, step: int) -> float:
+        by_time = (time.monotonic() - self.start) / self.seconds if self.seconds else 0.0
+        return max(step / self.steps, by_time)
+
+
+# --------------------------------------------------------------------------- stage 1: VAE
+
+
+def vae_clip_pool(seed: int, count: int, *, frames: int, workers: int) -> np.ndarray:
+    """uint8 ``(count, frames, 128, 128, 3)``: a third native clips, the rest 128-px crops of 2x and 3x renders."""
+    size = toy.NATIVE_HEIGHT
+    rng = np.random.default_rng(seed)
+    scales = [1 + i % 3 for i in range(count)]
+    requests = [ClipRequest(scene_seed(seed, i), size * s, size * s, frames, toy.FPS) for i, s in enumerate(scales)]
+    pool = np.empty((count, frames, size, size, 3), dtype=np.uint8)
+    for scale in (1, 2, 3):
+        index = [i for i, s in enumerate(scales) if s == scale]
+        videos, _ = render_clips([requests[i] for i in index], workers=workers)
+        for i, video in zip(index, videos):
+            top, left = (int(v) for v in rng.integers(0, size * (scale - 1) + 1, size=2))
+            pool[i] = video[:, top:top + size, left:left + size]
+    return pool
+
+
+def _spatial_gradient_l1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    dx = lambda v: v[..., :, 1:] - v[..., :, :-1]  # noqa: E731
+    dy = lambda v: v[..., 1:, :] - v[..., :-1, :]  # noqa: E731
+    return F.l1_loss(dx(a), dx(b)) + F.l1_loss(dy(a), dy(b))
+
+
+def train_vae(vae, *, seed: int, steps: int, batch: int, pool_size: int, lr: float, kl_weight: float,
+              device: torch.device, workers: int, minutes: float | None) -> dict[str, Any]:
+    """Fit the VAE in place; returns what happened (steps run, final losses, seconds)."""
+    started = time.monotonic()
+    frames = 5  # the first frame plus one 4-frame chunk: both of the causal VAE's cases, at little cost
+    pool = vae_clip_pool(seed + 1, pool_size, frames=frames, workers=workers)
+    _log(f"vae: rendered {pool_size} clips in {time.monotonic() - started:.1f} s")
+    vae.train().requires_grad_(True).to(device)
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=0.0)
+    generator = torch.Generator().manual_seed(seed + 2)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+    step, schedule, running, history = 0, _Schedule(steps, minutes), torch.zeros((), device=device), []
+    while (progress := schedule.progress(step)) < 1.0:
+        _set_lr(optimizer, _lr_at(progress, lr, warmup=0.05))
+        index = torch.randint(0, pool_size, (batch,), generator=generator).numpy()
+        x = _to_video_tensor(pool[index], device)
+        with autocast:
+            posterior = vae.encode(x).latent_dist
+            recon = vae.decode(posterior.sample()).sample
+        recon = recon.float()
+        rec_loss = F.l1_loss(recon, x) + _spatial_gradient_l1(recon, x)
+        kl = 0.5 * (posterior.mean.float().pow(2) + posterior.var.float() - 1.0 - posterior.logvar.float()).mean()
+        loss = rec_loss + kl_weight * kl
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        optimizer.step()
+        running += rec_loss.detach()  # summed on the GPU: a per-step .item() would stall the launch queue
+        step += 1
+        if step % 100 == 0:
+            history.append(float(running) / 100)
+            running.zero_()
+            _log(f"vae step {step} ({progress:.0%}): reconstruction {history[-1]:.4f} kl {float(kl):.3f}")
+    vae.eval().requires_grad_(False)
+    _log(f"vae: {step} steps, reconstruction {history[-1] if history else float('nan'):.4f}")
+    return dict(steps_run=step, steps=steps, batch=batch, frames=frames, pool_size=pool_size, lr=lr,
+                kl_weight=kl_weight, final_reconstruction_l1=history[-1] if history else None,
+                seconds=round(time.monotonic() - started, 1))
+
+
+# --------------------------------------------------------------------------- stage 2: transformer + text encoder
+
+
+@torch.no_grad()
+def encode_dataset(vae, *, seed: int, clips: int, device: torch.device, workers: int,
+                   chunk: int = 512) -> tuple[torch.Tensor, list[str]]:
+    """Render ``clips`` native 17-frame clips and encode them → VAE-space latents (posterior mode) and captions."""
+    latents, captions = [], []
+    size = toy.NATIVE_HEIGHT
+    for start in range(0, clips, chunk):
+        requests = [ClipRequest(scene_seed(seed, i), size, size, toy.FRAMES, toy.FPS)
+                    for i in range(start, min(clips, start + chunk))]
+        videos, texts = render_clips(requests, workers=workers)
+        for i in range(0, len(videos), 64):
+            x = _to_video_tensor(videos[i:i + 64], device)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                latents.append(vae.encode(x).latent_dist.mode().float())
+        captions += texts
+    return torch.cat(latents), captions
+
+
+def set_latent_statistics(vae, latents: torch.Tensor) -> None:
+    """Per-channel mean and std of the dataset's latents into the VAE config (what the engine normalises by)."""
+    mean = latents.mean(dim=(0, 2, 3, 4))
+    std = latents.std(dim=(0, 2, 3, 4))
+    vae.register_to_config(latents_mean=[round(float(v), 5) for v in mean],
+                           latents_std=[round(float(v), 5) for v in std])
+
+
+def _sample_sigmas(batch: int, shift: float, generator: torch.Generator) -> torch.Tensor:
+    """Half shifted-uniform (where inference spends its steps), half uniform (refinement starts mid-way)."""
+    u = torch.rand(batch, generator=generator)
+    shifted = shift * u / (1.0 + (shift - 1.0) * u)
+    pick = torch.rand(batch, generator=generator) < 0.5
+    return torch.where(pick, shifted, u).clamp(1e-3, 1.0)
+
+
+def _ema_update(ema: torch.nn.Module, live: torch.nn.Module, decay: float) -> None:
+    with torch.no_grad():
+        torch._foreach_lerp_(list(ema.parameters()), [p.detach() for p in live.parameters()], 1.0 - decay)
+
+
+def _compiled(transformer):
+    """The transformer under ``torch.compile``: the toy model is launch-bound, and compiling doubles its steps."""
+    return torch.compile(transformer)
+
+
+def train_dit(parts: dict[str, Any], latents: torch.Tensor, captions: list[str], *, seed: int, steps: int,
+              batch: int, lr: float, ema_decay: float, device: torch.device,
+              minutes: float | None, compile: bool = False) -> tuple[dict[str, torch.nn.Module], dict[str, Any]]:
+    """Fit transformer + text encoder on normalised latents; returns the EMA modules and what happened."""
+    from ..engine.text import embed_prompts
+
+    started = time.monotonic()
+    transformer, text_encoder, tokenizer = parts["transformer"], parts["text_encoder"], parts["tokenizer"]
+    modules = torch.nn.ModuleDict(dict(transformer=transformer, text_encoder=text_encoder)).to(device)
+    modules.train().requires_grad_(True)
+    ema = copy.deepcopy(modules).eval().requires_grad_(False)
+    optimizer = torch.optim.AdamW(modules.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=0.01)
+    generator = torch.Generator().manual_seed(seed + 3)
+    noise_generator = torch.Generator(device).manual_seed(seed + 5)
+    captions_rng = random.Random(seed + 4)
+    shift = float(toy.TOY_SCHEDULER_CONFIG["flow_shift"])
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+    def loss_of(forward, texts: list[str], noisy: torch.Tensor, sigma: torch.Tensor,
+                target: torch.Tensor) -> torch.Tensor:
+        with autocast:
+            context = embed_prompts(tokenizer, text_encoder, texts, max_length=toy.MAX_SEQUENCE_LENGTH,
+                                    device=device, clean=False)
+            velocity = forward(hidden_states=noisy, timestep=sigma * TIMESTEP_SCALE, encoder_hidden_states=context,
+                               return_dict=False)[0]
+        loss = F.mse_loss(velocity.float(), target)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        return loss
+
+    forward = _compiled(transformer) if compile else transformer
+    step, schedule, running, history = 0, _Schedule(steps, minutes), torch.zeros((), device=device), []
+    while (progress := schedule.progress(step)) < 1.0:
+        _set_lr(optimizer, _lr_at(progress, lr, warmup=0.03))
+        index = torch.randint(0, len(captions), (batch,), generator=generator)
+        x0 = latents[index.to(latents.device)]
+        texts = ["" if captions_rng.random() < EMPTY_CAPTION_RATE else vary_caption(captions[i], captions_rng)
+                 for i in index.tolist()]
+        noise = torch.randn(x0.shape, generator=noise_generator, device=device)
+        sigma = _sample_sigmas(batch, shift, generator).to(device)
+        noisy = noisy_latents(x0, noise, sigma)
+        try:
+            loss = loss_of(forward, texts, noisy, sigma, noise - x0)
+        except Exception as exc:  # noqa: BLE001 - a compiler failure must not lose the run
+            if forward is transformer:
+                raise
+            _log(f"dit: torch.compile failed ({type(exc).__name__}: {exc}); continuing eagerly")
+            forward = transformer
+            loss = loss_of(forward, texts, noisy, sigma, noise - x0)
+        torch.nn.utils.clip_grad_norm_(modules.parameters(), 1.0)
+        optimizer.step()
+        _ema_update(ema, modules, ema_decay if step > 200 else 0.0)
+        running += loss.detach()
+        step += 1
+        if step % 250 == 0:
+            history.append(float(running) / 250)
+            running.zero_()
+            _log(f"dit step {step} ({progress:.0%}): flow loss {history[-1]:.4f}")
+    _log(f"dit: {step} steps, flow loss {history[-1] if history else float('nan'):.4f}")
+    info = dict(steps_run=step, steps=steps, batch=batch, lr=lr, ema_decay=ema_decay, clips=len(captions),
+                final_flow_loss=history[-1] if history else None, compiled=forward is not transformer,
+                seconds=round(time.monotonic() - started, 1))
+    return dict(ema.items()), info
+
+
+# --------------------------------------------------------------------------- driver
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.backends.cudnn.benchmark = False
+
+
+def run(args: argparse.Namespace) -> Path:
+    """Run the requested stage(s) into ``args.out``; returns the folder written last."""
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    _seed_everything(args.seed)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    parts = toy.build_toy_components(seed=args.seed)
+    meta_path = out / "training.json"
+    meta: dict[str, Any] = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    meta.update(seed=args.seed, device=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+                torch=torch.__version__, command=" ".join(["python -m upscale_dit.toy.train", *args.argv]))
+
+    from diffusers import AutoencoderKLWan
+
+    if args.stage in ("vae", "all"):
+        meta["vae"] = train_vae(parts["vae"], seed=args.seed, steps=args.vae_steps, batch=args.vae_batch,
+                                pool_size=args.vae_pool, lr=args.vae_lr, kl_weight=args.kl_weight, device=device,
+                                workers=args.workers, minutes=args.vae_minutes)
+        parts["vae"].save_pretrained(out / "vae")  # float32: stage 2 and reruns start from it
+        _write_meta(meta_path, meta)
+        if args.stage == "vae":
+            return out / "vae"
+    vae = AutoencoderKLWan.from_pretrained(out / "vae").to(device).eval().requires_grad_(False)
+
+    started = time.monotonic()
+    latents, captions = encode_dataset(vae, seed=args.seed, clips=args.clips, device=device, workers=args.workers)
+    set_latent_statistics(vae, latents)
+    mean = torch.tensor(vae.config.latents_mean, device=device).view(1, -1, 1, 1, 1)
+    std = torch.tensor(vae.config.latents_std, device=device).view(1, -1, 1, 1, 1)
+    latents = (latents - mean) / std
+    meta["dataset"] = dict(clips=args.clips, seconds=round(time.monotonic() - started, 1))
+    _log(f"dit: encoded {args.clips} clips in {meta['dataset']['seconds']} s")
+    ema, meta["dit"] = train_dit(parts, latents, captions, seed=args.seed, steps=args.dit_steps,
+                                 batch=args.dit_batch, lr=args.dit_lr, ema_decay=args.ema_decay, device=device,
+                                 minutes=args.dit_minutes, compile=args.compile and device.type == "cuda")
+    final = dict(parts, vae=vae.cpu(), **{name: module.cpu() for name, module in ema.items()})
+    meta["size_mib"] = None
+    folder = toy.save_pipeline_folder(final, out / "weights", metadata=meta)
+    meta["size_mib"] = round(toy.weights_size(folder) / 2**20, 2)
+    _write_meta(folder / "training.json", meta)
+    _write_meta(meta_path, meta)
+    _log(f"wrote {folder} ({meta['size_mib']} MiB)")
+    if args.eval_prompts:
+        meta["quick_eval"] = quick_eval(folder, prompts=args.eval_prompts, seed=args.seed, device=device)
+        _log(f"quick eval: {meta['quick_eval']}")
+        _write_meta(meta_path, meta)
+    return folder
+
+
+def quick_eval(folder: Path, *, prompts: int, seed: int, device: torch.device) -> dict[str, float]:
+    """Generate ``prompts`` held-out captions with the saved folder through the engine and score them.
+
+    A smoke check printed at the end of training (the quality benchmark in ``bench/`` is the real measure).
+    """
+    from ..generation import generate
+    from ..video import read_video
+    from .detect import evaluate_video
+    from .world import sample_scene
+
+    scores: dict[str, list[float]] = {"colour_match_frac": [], "shape_match_frac": [], "count_exact_frac": []}
+    for i in range(prompts):
+        caption = sample_scene(scene_seed(seed + 1000, i), clip_seconds=(toy.FRAMES - 1) / toy.FPS).caption()
+        path = folder.parent / "eval" / f"{i:02d}.mp4"
+        path.parent.mkdir(exist_ok=True)
+        generate(caption, model=str(folder), sampling__seed=i, output__path=str(path), output__overwrite=True,
+                 runtime__device=device.type)
+        report = evaluate_video(read_video(path)[0], caption)
+        for key in scores:
+            scores[key].append(getattr(report, key))
+        _log(f"eval {i}: {caption!r}: colour {report.colour_match_frac:.2f} shape {report.shape_match_frac:.2f} "
+             f"count {report.count_mean:.2f}")
+    return {key: round(float(np.mean(values)), 3) for key, values in scores.items()}
+
+
+def _write_meta(path: Path, meta: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(meta, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="python -m upscale_dit.toy.train", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", required=True, help="run folder: vae/, weights/ and training.json go here")
+    ap.add_argument("--stage", choices=("all", "vae", "dit"), default="all")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default=None, help="default: cuda when available, else cpu")
+    ap.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 1), help="render processes")
+    ap.add_argument("--vae-steps", type=int, default=2000)
+    ap.add_argument("--vae-batch", type=int, default=48)
+    ap.add_argument("--vae-pool", type=int, default=3072, help="distinct 5-frame clips the VAE trains on")
+    ap.add_argument("--vae-lr", type=float, default=1e-3)
+    ap.add_argument("--kl-weight", type=float, default=1e-4)
+    ap.add_argument("--clips", type=int, default=12000, help="distinct 17-frame clips the transformer trains on")
+    ap.add_argument("--dit-steps", type=int, default=12000)
+    ap.add_argument("--dit-batch", type=int, default=256)
+    ap.add_argument("--dit-lr", type=float, default=8e-4)
+    ap.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
+                    help="torch.compile the transformer on CUDA (falls back to eager if compiling fails)")
+    ap.add_argument("--ema-decay", type=float, default=0.995)
+    ap.add_argument("--vae-minutes", type=float, default=None,
+                    help="time budget of the VAE stage: it ends after this long even if --vae-steps are not done, "
+                         "with its learning-rate schedule complete (the steps run go to training.json)")
+    ap.add_argument("--dit-minutes", type=float, default=None, help="the same for the transformer stage")
+    ap.add_argument("--eval-prompts", type=int, default=8, help="held-out captions generated and scored at the end")
+    args = ap.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # recorded in training.json
+    for name in ("vae_steps", "vae_batch", "vae_pool", "clips", "dit_steps", "dit_batch", "workers"):
+        if getattr(args, name) < 1:
+            ap.error(f"--{name.replace('_', '-')} must be at least 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    run(parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()
