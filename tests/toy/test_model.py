@@ -110,11 +110,26 @@ def test_training_clips_are_deterministic_and_match_their_captions():
 
 
 def test_learning_rate_warms_up_then_decays_to_a_tenth():
-    assert _lr_at(0.0, 1.0, warmup=0.1) == pytest.approx(1e-3)
-    assert _lr_at(0.05, 1.0, warmup=0.1) == pytest.approx(0.5)
-    assert _lr_at(0.1, 1.0, warmup=0.1) == pytest.approx(1.0)
-    assert _lr_at(0.55, 1.0, warmup=0.1) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.5)))
-    assert _lr_at(1.0, 1.0, warmup=0.1) == pytest.approx(0.1)
+    assert _lr_at(0, 1000, 1.0, warmup=100) == pytest.approx(0.01)
+    assert _lr_at(49, 1000, 1.0, warmup=100) == pytest.approx(0.5)
+    assert _lr_at(100, 1000, 1.0, warmup=100) == pytest.approx(1.0)
+    assert _lr_at(550, 1000, 1.0, warmup=100) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.5)))
+    assert _lr_at(1000, 1000, 1.0, warmup=100) == pytest.approx(0.1)
+    assert _lr_at(5000, 1000, 1.0, warmup=100) == pytest.approx(0.1)
+
+
+def test_step_budget_turns_a_time_budget_into_a_step_count(monkeypatch):
+    from upscale_dit.toy import train
+
+    clock = iter([0.0, 10.0, 20.0])  # start, step 10, step 60: 0.2 s a step, 40 s left of 60
+    monkeypatch.setattr(train.time, "monotonic", lambda: next(clock))
+    budget = train._StepBudget(10_000, 1.0, started=train.time.monotonic(), calibrate_at=60)
+    for step in range(1, 61):
+        budget.after_step(step, torch.device("cpu"))
+    assert budget.total == 60 + 200
+    unbounded = train._StepBudget(123, None, started=0.0)
+    unbounded.after_step(60, torch.device("cpu"))
+    assert unbounded.total == 123
 
 
 def test_trainer_writes_a_loadable_model_and_records_the_run(tmp_path):
@@ -133,6 +148,27 @@ def test_trainer_writes_a_loadable_model_and_records_the_run(tmp_path):
 
     parts = load_components(resolve_model(str(out / "weights")), dtype=torch.float32, device=torch.device("cpu"))
     assert parts["transformer"].config.num_layers == toy.TOY_TRANSFORMER_CONFIG["num_layers"]
+
+
+def test_trainer_runs_data_parallel_under_torchrun(tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "ddp"
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "upscale_dit.toy.train",
+               "--out", str(out), "--device", "cpu", "--workers", "2", "--vae-steps", "1", "--vae-batch", "2",
+               "--vae-pool", "2", "--clips", "2", "--dit-steps", "2", "--dit-batch", "4", "--eval-prompts", "0"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    meta = json.loads((out / "training.json").read_text())
+    assert meta["processes"] == 2 and meta["dit"]["steps_run"] == 2 and meta["dit"]["batch"] == 4
+    assert (out / "weights" / "model_index.json").is_file()
+    assert done.stdout.count("dit: 2 steps") == 1  # rank 0 reports, rank 1 stays quiet
+
+    odd = subprocess.run(command[:-6] + ["--dit-batch", "3", "--vae-batch", "2", "--eval-prompts", "0"],
+                         capture_output=True, text=True, timeout=300)
+    assert odd.returncode != 0
+    assert "--vae-batch" in odd.stderr or "--dit-batch 3 is the global batch" in odd.stderr
 
 
 def test_trainer_rejects_bad_counts(capsys):

@@ -16,12 +16,10 @@ def clean_prompt(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip()
 
 
-def embed_prompts(tokenizer, text_encoder, prompts: list[str], *, max_length: int, device: torch.device,
-                  clean: bool = True) -> torch.Tensor:
-    """Embed ``prompts`` → ``[B, max_length, d_model]``; positions after each prompt's last token are exact zeros.
+def tokenize_prompts(tokenizer, prompts: list[str], *, max_length: int, clean: bool = True):
+    """Token ids and attention mask ``[B, max_length]`` (padded, truncated, with ``</s>``).
 
-    Differentiable, so a trainer of the text encoder embeds exactly as generation does; ``clean=False`` skips
-    :func:`clean_prompt` for text already clean (a trainer's generated captions), which is slow per step.
+    ``clean=False`` skips :func:`clean_prompt` for text already clean (a trainer's generated captions).
     """
     tokens = tokenizer(
         [clean_prompt(p) for p in prompts] if clean else list(prompts),
@@ -32,10 +30,24 @@ def embed_prompts(tokenizer, text_encoder, prompts: list[str], *, max_length: in
         return_attention_mask=True,
         return_tensors="pt",
     )
-    mask = tokens.attention_mask.to(device)
-    hidden = text_encoder(tokens.input_ids.to(device), mask).last_hidden_state
+    return tokens.input_ids, tokens.attention_mask
+
+
+def embed_tokens(text_encoder, input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """UMT5 hidden states with every position after a prompt's last token set to exact zeros (as Wan trained)."""
+    hidden = text_encoder(input_ids, mask).last_hidden_state
     keep = mask.gt(0).unsqueeze(-1)
     return torch.where(keep, hidden, torch.zeros((), dtype=hidden.dtype, device=hidden.device))
+
+
+def embed_prompts(tokenizer, text_encoder, prompts: list[str], *, max_length: int, device: torch.device,
+                  clean: bool = True) -> torch.Tensor:
+    """Embed ``prompts`` → ``[B, max_length, d_model]``; positions after each prompt's last token are exact zeros.
+
+    Differentiable, so a trainer of the text encoder embeds exactly as generation does.
+    """
+    input_ids, mask = tokenize_prompts(tokenizer, prompts, max_length=max_length, clean=clean)
+    return embed_tokens(text_encoder, input_ids.to(device), mask.to(device))
 
 
 @torch.no_grad()

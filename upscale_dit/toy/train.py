@@ -3,6 +3,7 @@
     python -m upscale_dit.toy.train --out runs/toy                    # both stages, one GPU
     python -m upscale_dit.toy.train --out runs/toy --stage vae        # stage 1 only → runs/toy/vae
     python -m upscale_dit.toy.train --out runs/toy --stage dit        # stage 2, reads runs/toy/vae
+    torchrun --nproc_per_node 2 -m upscale_dit.toy.train --out runs/toy   # the same global batches on 2 GPUs
 
 Stage ``vae``: an ``AutoencoderKLWan`` learns to reconstruct 9-frame world clips at the native size and
 128-pixel crops of 2x and 3x renders (so it also decodes the larger objects of high-resolution output), with
@@ -48,6 +49,8 @@ def noisy_latents(x0: torch.Tensor, noise: torch.Tensor, sigma: torch.Tensor) ->
 
 
 def _log(message: str) -> None:
+    if _world()[0] != 0:  # every rank does the same work; one report is enough
+        return
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
@@ -57,12 +60,12 @@ def _to_video_tensor(clips: np.ndarray, device: torch.device) -> torch.Tensor:
     return x / 127.5 - 1.0
 
 
-def _lr_at(progress: float, peak: float, warmup: float) -> float:
-    """Linear warm-up over the first ``warmup`` of training, then cosine decay to a tenth of the peak."""
-    if progress < warmup:
-        return peak * max(progress / warmup, 1e-3)
-    progress = (progress - warmup) / (1.0 - warmup)
-    return peak * (0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0))))
+def _lr_at(step: int, total: int, peak: float, warmup: int) -> float:
+    """Linear warm-up over ``warmup`` steps, then cosine decay to a tenth of the peak at ``total`` steps."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return peak * (0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * progress)))
 
 
 def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
@@ -70,19 +73,88 @@ def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
         group["lr"] = lr
 
 
-class _Schedule:
-    """Training progress in [0, 1]: steps done / steps, or elapsed / time budget when that is further along.
+class _StepBudget:
+    """How many steps a stage runs: ``steps``, or fewer when a time budget (``minutes``) would run out first.
 
-    With a budget a stage finishes on time *with* its learning rate fully decayed, instead of being cut off
-    mid-schedule; the steps actually run are recorded, so ``--*-steps N`` without a budget reruns it.
+    With a budget, the speed is measured between steps ``calibrate_at // 6`` and ``calibrate_at`` (after any
+    compilation) and turned into a step count once, on rank 0, shared with every rank: all ranks stop at the
+    same step and the learning-rate schedule completes on time. The steps run are recorded, so
+    ``--*-steps N`` without a budget reruns the stage.
     """
 
-    def __init__(self, steps: int, minutes: float | None):
-        self.steps, self.seconds, self.start = steps, (minutes or 0.0) * 60, time.monotonic()
+    def __init__(self, steps: int, minutes: float | None, *, started: float, calibrate_at: int = 60):
+        self.total, self.seconds, self.started = steps, (minutes or 0.0) * 60, started
+        self.calibrate_at, self._mark = calibrate_at, None
 
-    def progress(self, step: int) -> float:
-        by_time = (time.monotonic() - self.start) / self.seconds if self.seconds else 0.0
-        return max(step / self.steps, by_time)
+    def after_step(self, step: int, device: torch.device) -> None:
+        """Call after each step (``step`` = steps done); fixes ``total`` at the calibration step."""
+        if not self.seconds or step not in (self.calibrate_at // 6, self.calibrate_at):
+            return
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        now = time.monotonic()
+        if step < self.calibrate_at:
+            self._mark = (step, now)
+            return
+        first, then = self._mark
+        per_step = (now - then) / (step - first)
+        affordable = step + int((self.seconds - (now - self.started)) / per_step)
+        estimate = torch.tensor([max(step + 1, min(self.total, affordable))], device=device)
+        if _world()[1] > 1:
+            torch.distributed.broadcast(estimate, src=0)
+        self.total = int(estimate.item())
+        _log(f"{per_step * 1000:.0f} ms a step: {self.total} steps fit the budget")
+
+
+# --------------------------------------------------------------------------- distributed
+
+
+def _world() -> tuple[int, int]:
+    """(rank, world size): (0, 1) unless launched by torchrun."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def _init_distributed(requested: str | None) -> torch.device:
+    """Join the torchrun process group when there is one (NCCL on GPUs, gloo on CPUs); pick this rank's device."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    cuda = torch.cuda.is_available() and requested != "cpu"
+    if world > 1 and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if cuda else "gloo")
+    if cuda:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) if world > 1 else 0)
+        torch.cuda.set_device(device)
+        return device
+    return torch.device("cpu")
+
+
+def _barrier() -> None:
+    if _world()[1] > 1:
+        torch.distributed.barrier()
+
+
+def _per_rank(batch: int, name: str) -> int:
+    world = _world()[1]
+    if batch % world:
+        raise SystemExit(f"--{name} {batch} is the global batch: it must divide by the {world} processes")
+    return batch // world
+
+
+def _wrap(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """DistributedDataParallel over the ranks (gradients averaged), or the module itself on one process."""
+    if _world()[1] == 1:
+        return module
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+def _to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Host → device without stalling the launch queue (pinned memory, non-blocking) on CUDA."""
+    if device.type != "cuda":
+        return tensor
+    return tensor.pin_memory().to(device, non_blocking=True)
 
 
 # --------------------------------------------------------------------------- stage 1: VAE
@@ -97,6 +169,8 @@ def vae_clip_pool(seed: int, count: int, *, frames: int, workers: int) -> np.nda
     pool = np.empty((count, frames, size, size, 3), dtype=np.uint8)
     for scale in (1, 2, 3):
         index = [i for i, s in enumerate(scales) if s == scale]
+        if not index:
+            continue
         videos, _ = render_clips([requests[i] for i in index], workers=workers)
         for i, video in zip(index, videos):
             top, left = (int(v) for v in rng.integers(0, size * (scale - 1) + 1, size=2))
@@ -110,28 +184,43 @@ def _spatial_gradient_l1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return F.l1_loss(dx(a), dx(b)) + F.l1_loss(dy(a), dy(b))
 
 
+class _Reconstruction(torch.nn.Module):
+    """The VAE's encode → sample → decode as one forward (what DistributedDataParallel needs to wrap)."""
+
+    def __init__(self, vae):
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        posterior = self.vae.encode(x).latent_dist
+        return self.vae.decode(posterior.sample()).sample, posterior.mean, posterior.logvar
+
+
 def train_vae(vae, *, seed: int, steps: int, batch: int, pool_size: int, lr: float, kl_weight: float,
               device: torch.device, workers: int, minutes: float | None) -> dict[str, Any]:
-    """Fit the VAE in place; returns what happened (steps run, final losses, seconds)."""
+    """Fit the VAE in place (``batch`` is global: split over the ranks); returns what happened."""
     started = time.monotonic()
+    rank, _ = _world()
+    local_batch = _per_rank(batch, "vae-batch")
     frames = 5  # the first frame plus one 4-frame chunk: both of the causal VAE's cases, at little cost
     pool = vae_clip_pool(seed + 1, pool_size, frames=frames, workers=workers)
     _log(f"vae: rendered {pool_size} clips in {time.monotonic() - started:.1f} s")
     vae.train().requires_grad_(True).to(device)
+    model = _wrap(_Reconstruction(vae), device)
     optimizer = torch.optim.AdamW(vae.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=0.0)
-    generator = torch.Generator().manual_seed(seed + 2)
+    generator = torch.Generator().manual_seed(seed + 2 + 1000 * rank)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
-    step, schedule, running, history = 0, _Schedule(steps, minutes), torch.zeros((), device=device), []
-    while (progress := schedule.progress(step)) < 1.0:
-        _set_lr(optimizer, _lr_at(progress, lr, warmup=0.05))
-        index = torch.randint(0, pool_size, (batch,), generator=generator).numpy()
-        x = _to_video_tensor(pool[index], device)
+    budget = _StepBudget(steps, minutes, started=started)
+    step, running, history = 0, torch.zeros((), device=device), []
+    while step < budget.total:
+        _set_lr(optimizer, _lr_at(step, budget.total, lr, warmup=50))
+        index = torch.randint(0, pool_size, (local_batch,), generator=generator).numpy()
+        x = _to_device(torch.from_numpy(pool[index]), device).permute(0, 4, 1, 2, 3).float() / 127.5 - 1.0
         with autocast:
-            posterior = vae.encode(x).latent_dist
-            recon = vae.decode(posterior.sample()).sample
-        recon = recon.float()
+            recon, mean, logvar = model(x)
+        recon, mean, logvar = recon.float(), mean.float(), logvar.float()
         rec_loss = F.l1_loss(recon, x) + _spatial_gradient_l1(recon, x)
-        kl = 0.5 * (posterior.mean.float().pow(2) + posterior.var.float() - 1.0 - posterior.logvar.float()).mean()
+        kl = 0.5 * (mean.pow(2) + logvar.exp() - 1.0 - logvar).mean()
         loss = rec_loss + kl_weight * kl
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -139,10 +228,11 @@ def train_vae(vae, *, seed: int, steps: int, batch: int, pool_size: int, lr: flo
         optimizer.step()
         running += rec_loss.detach()  # summed on the GPU: a per-step .item() would stall the launch queue
         step += 1
+        budget.after_step(step, device)
         if step % 100 == 0:
             history.append(float(running) / 100)
             running.zero_()
-            _log(f"vae step {step} ({progress:.0%}): reconstruction {history[-1]:.4f} kl {float(kl):.3f}")
+            _log(f"vae step {step}/{budget.total}: reconstruction {history[-1]:.4f} kl {float(kl):.3f}")
     vae.eval().requires_grad_(False)
     _log(f"vae: {step} steps, reconstruction {history[-1] if history else float('nan'):.4f}")
     return dict(steps_run=step, steps=steps, batch=batch, frames=frames, pool_size=pool_size, lr=lr,
@@ -192,71 +282,91 @@ def _ema_update(ema: torch.nn.Module, live: torch.nn.Module, decay: float) -> No
         torch._foreach_lerp_(list(ema.parameters()), [p.detach() for p in live.parameters()], 1.0 - decay)
 
 
-def _compiled(transformer):
-    """The transformer under ``torch.compile``: the toy model is launch-bound, and compiling doubles its steps."""
-    return torch.compile(transformer)
+class _FlowModel(torch.nn.Module):
+    """Text encoder + transformer as one forward: caption tokens and noisy latents → predicted velocity."""
+
+    def __init__(self, transformer, text_encoder, *, compile: bool):
+        super().__init__()
+        self.transformer, self.text_encoder = transformer, text_encoder
+        # the toy model is launch-bound: compiling the transformer roughly doubles its steps per second
+        self._forward = torch.compile(transformer) if compile else transformer
+
+    def forward(self, input_ids: torch.Tensor, mask: torch.Tensor, noisy: torch.Tensor,
+                sigma: torch.Tensor) -> torch.Tensor:
+        from ..engine.text import embed_tokens
+
+        context = embed_tokens(self.text_encoder, input_ids, mask)
+        return self._forward(hidden_states=noisy, timestep=sigma * TIMESTEP_SCALE, encoder_hidden_states=context,
+                             return_dict=False)[0]
+
+
+class _TokenCache:
+    """Token ids of each caption variant, tokenised once: tokenising a batch costs ~10 ms a step otherwise."""
+
+    def __init__(self, tokenizer, max_length: int):
+        self.tokenizer, self.max_length, self._known = tokenizer, max_length, {}
+
+    def __call__(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        from ..engine.text import tokenize_prompts
+
+        new = [t for t in dict.fromkeys(texts) if t not in self._known]
+        if new:
+            ids, mask = tokenize_prompts(self.tokenizer, new, max_length=self.max_length, clean=False)
+            self._known.update({t: (ids[i], mask[i]) for i, t in enumerate(new)})
+        rows = [self._known[t] for t in texts]
+        return torch.stack([r[0] for r in rows]), torch.stack([r[1] for r in rows])
 
 
 def train_dit(parts: dict[str, Any], latents: torch.Tensor, captions: list[str], *, seed: int, steps: int,
               batch: int, lr: float, ema_decay: float, device: torch.device,
               minutes: float | None, compile: bool = False) -> tuple[dict[str, torch.nn.Module], dict[str, Any]]:
-    """Fit transformer + text encoder on normalised latents; returns the EMA modules and what happened."""
-    from ..engine.text import embed_prompts
-
+    """Fit transformer + text encoder on normalised latents (``batch`` is global); returns the EMA modules."""
     started = time.monotonic()
-    transformer, text_encoder, tokenizer = parts["transformer"], parts["text_encoder"], parts["tokenizer"]
-    modules = torch.nn.ModuleDict(dict(transformer=transformer, text_encoder=text_encoder)).to(device)
-    modules.train().requires_grad_(True)
-    ema = copy.deepcopy(modules).eval().requires_grad_(False)
-    optimizer = torch.optim.AdamW(modules.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=0.01)
-    generator = torch.Generator().manual_seed(seed + 3)
-    noise_generator = torch.Generator(device).manual_seed(seed + 5)
-    captions_rng = random.Random(seed + 4)
+    rank, _ = _world()
+    local_batch = _per_rank(batch, "dit-batch")
+    transformer, text_encoder = parts["transformer"].to(device), parts["text_encoder"].to(device)
+    flow = _FlowModel(transformer, text_encoder, compile=compile)
+    flow.train().requires_grad_(True)
+    live = torch.nn.ModuleDict(dict(transformer=transformer, text_encoder=text_encoder))
+    ema = copy.deepcopy(live).eval().requires_grad_(False)
+    model = _wrap(flow, device)
+    optimizer = torch.optim.AdamW(live.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=0.01)
+    generator = torch.Generator().manual_seed(seed + 3 + 1000 * rank)
+    noise_generator = torch.Generator(device).manual_seed(seed + 5 + 1000 * rank)
+    captions_rng = random.Random(seed + 4 + 1000 * rank)
+    tokens = _TokenCache(parts["tokenizer"], toy.MAX_SEQUENCE_LENGTH)
     shift = float(toy.TOY_SCHEDULER_CONFIG["flow_shift"])
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
-    def loss_of(forward, texts: list[str], noisy: torch.Tensor, sigma: torch.Tensor,
-                target: torch.Tensor) -> torch.Tensor:
-        with autocast:
-            context = embed_prompts(tokenizer, text_encoder, texts, max_length=toy.MAX_SEQUENCE_LENGTH,
-                                    device=device, clean=False)
-            velocity = forward(hidden_states=noisy, timestep=sigma * TIMESTEP_SCALE, encoder_hidden_states=context,
-                               return_dict=False)[0]
-        loss = F.mse_loss(velocity.float(), target)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        return loss
-
-    forward = _compiled(transformer) if compile else transformer
-    step, schedule, running, history = 0, _Schedule(steps, minutes), torch.zeros((), device=device), []
-    while (progress := schedule.progress(step)) < 1.0:
-        _set_lr(optimizer, _lr_at(progress, lr, warmup=0.03))
-        index = torch.randint(0, len(captions), (batch,), generator=generator)
-        x0 = latents[index.to(latents.device)]
+    budget = _StepBudget(steps, minutes, started=started)
+    step, running, history = 0, torch.zeros((), device=device), []
+    while step < budget.total:
+        _set_lr(optimizer, _lr_at(step, budget.total, lr, warmup=200))
+        index = torch.randint(0, len(captions), (local_batch,), generator=generator)
         texts = ["" if captions_rng.random() < EMPTY_CAPTION_RATE else vary_caption(captions[i], captions_rng)
                  for i in index.tolist()]
+        input_ids, mask = tokens(texts)
+        sigma = _sample_sigmas(local_batch, shift, generator)
+        index, input_ids, mask, sigma = (_to_device(t, device) for t in (index, input_ids, mask, sigma))
+        x0 = latents[index]
         noise = torch.randn(x0.shape, generator=noise_generator, device=device)
-        sigma = _sample_sigmas(batch, shift, generator).to(device)
-        noisy = noisy_latents(x0, noise, sigma)
-        try:
-            loss = loss_of(forward, texts, noisy, sigma, noise - x0)
-        except Exception as exc:  # noqa: BLE001 - a compiler failure must not lose the run
-            if forward is transformer:
-                raise
-            _log(f"dit: torch.compile failed ({type(exc).__name__}: {exc}); continuing eagerly")
-            forward = transformer
-            loss = loss_of(forward, texts, noisy, sigma, noise - x0)
-        torch.nn.utils.clip_grad_norm_(modules.parameters(), 1.0)
+        with autocast:
+            velocity = model(input_ids, mask, noisy_latents(x0, noise, sigma), sigma)
+        loss = F.mse_loss(velocity.float(), noise - x0)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(live.parameters(), 1.0)
         optimizer.step()
-        _ema_update(ema, modules, ema_decay if step > 200 else 0.0)
+        _ema_update(ema, live, ema_decay if step >= 200 else 0.0)
         running += loss.detach()
         step += 1
+        budget.after_step(step, device)
         if step % 250 == 0:
             history.append(float(running) / 250)
             running.zero_()
-            _log(f"dit step {step} ({progress:.0%}): flow loss {history[-1]:.4f}")
+            _log(f"dit step {step}/{budget.total}: flow loss {history[-1]:.4f}")
     _log(f"dit: {step} steps, flow loss {history[-1] if history else float('nan'):.4f}")
     info = dict(steps_run=step, steps=steps, batch=batch, lr=lr, ema_decay=ema_decay, clips=len(captions),
-                final_flow_loss=history[-1] if history else None, compiled=forward is not transformer,
+                compiled=compile, final_flow_loss=history[-1] if history else None,
                 seconds=round(time.monotonic() - started, 1))
     return dict(ema.items()), info
 
@@ -272,8 +382,20 @@ def _seed_everything(seed: int) -> None:
 
 
 def run(args: argparse.Namespace) -> Path:
-    """Run the requested stage(s) into ``args.out``; returns the folder written last."""
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    """Run the requested stage(s) into ``args.out``; returns the folder written last.
+
+    Under torchrun every rank trains on its share of each global batch; rank 0 alone writes files.
+    """
+    device = _init_distributed(args.device)
+    try:
+        return _run(args, device)
+    finally:
+        if _world()[1] > 1:
+            torch.distributed.destroy_process_group()
+
+
+def _run(args: argparse.Namespace, device: torch.device) -> Path:
+    rank, world = _world()
     _seed_everything(args.seed)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -281,22 +403,26 @@ def run(args: argparse.Namespace) -> Path:
     meta_path = out / "training.json"
     meta: dict[str, Any] = json.loads(meta_path.read_text()) if meta_path.exists() else {}
     meta.update(seed=args.seed, device=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-                torch=torch.__version__, command=" ".join(["python -m upscale_dit.toy.train", *args.argv]))
+                processes=world, torch=torch.__version__,
+                command=" ".join(["python -m upscale_dit.toy.train", *args.argv]))
+    workers = max(1, args.workers // world)
 
     from diffusers import AutoencoderKLWan
 
     if args.stage in ("vae", "all"):
         meta["vae"] = train_vae(parts["vae"], seed=args.seed, steps=args.vae_steps, batch=args.vae_batch,
                                 pool_size=args.vae_pool, lr=args.vae_lr, kl_weight=args.kl_weight, device=device,
-                                workers=args.workers, minutes=args.vae_minutes)
-        parts["vae"].save_pretrained(out / "vae")  # float32: stage 2 and reruns start from it
-        _write_meta(meta_path, meta)
+                                workers=workers, minutes=args.vae_minutes)
+        if rank == 0:
+            parts["vae"].save_pretrained(out / "vae")  # float32: stage 2 and reruns start from it
+            _write_meta(meta_path, meta)
+        _barrier()
         if args.stage == "vae":
             return out / "vae"
     vae = AutoencoderKLWan.from_pretrained(out / "vae").to(device).eval().requires_grad_(False)
 
     started = time.monotonic()
-    latents, captions = encode_dataset(vae, seed=args.seed, clips=args.clips, device=device, workers=args.workers)
+    latents, captions = encode_dataset(vae, seed=args.seed, clips=args.clips, device=device, workers=workers)
     set_latent_statistics(vae, latents)
     mean = torch.tensor(vae.config.latents_mean, device=device).view(1, -1, 1, 1, 1)
     std = torch.tensor(vae.config.latents_std, device=device).view(1, -1, 1, 1, 1)
@@ -306,17 +432,20 @@ def run(args: argparse.Namespace) -> Path:
     ema, meta["dit"] = train_dit(parts, latents, captions, seed=args.seed, steps=args.dit_steps,
                                  batch=args.dit_batch, lr=args.dit_lr, ema_decay=args.ema_decay, device=device,
                                  minutes=args.dit_minutes, compile=args.compile and device.type == "cuda")
-    final = dict(parts, vae=vae.cpu(), **{name: module.cpu() for name, module in ema.items()})
-    meta["size_mib"] = None
-    folder = toy.save_pipeline_folder(final, out / "weights", metadata=meta)
-    meta["size_mib"] = round(toy.weights_size(folder) / 2**20, 2)
-    _write_meta(folder / "training.json", meta)
-    _write_meta(meta_path, meta)
-    _log(f"wrote {folder} ({meta['size_mib']} MiB)")
-    if args.eval_prompts:
-        meta["quick_eval"] = quick_eval(folder, prompts=args.eval_prompts, seed=args.seed, device=device)
-        _log(f"quick eval: {meta['quick_eval']}")
+    folder = out / "weights"
+    if rank == 0:
+        final = dict(parts, vae=vae.cpu(), **{name: module.cpu() for name, module in ema.items()})
+        meta["size_mib"] = None
+        toy.save_pipeline_folder(final, folder, metadata=meta)
+        meta["size_mib"] = round(toy.weights_size(folder) / 2**20, 2)
+        _write_meta(folder / "training.json", meta)
         _write_meta(meta_path, meta)
+        _log(f"wrote {folder} ({meta['size_mib']} MiB)")
+        if args.eval_prompts:
+            meta["quick_eval"] = quick_eval(folder, prompts=args.eval_prompts, seed=args.seed, device=device)
+            _log(f"quick eval: {meta['quick_eval']}")
+            _write_meta(meta_path, meta)
+    _barrier()
     return folder
 
 
@@ -358,15 +487,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--stage", choices=("all", "vae", "dit"), default="all")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default=None, help="default: cuda when available, else cpu")
-    ap.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 1), help="render processes")
+    ap.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 1),
+                    help="render processes (shared by the torchrun ranks)")
     ap.add_argument("--vae-steps", type=int, default=2000)
-    ap.add_argument("--vae-batch", type=int, default=48)
+    ap.add_argument("--vae-batch", type=int, default=48, help="global batch (split over torchrun ranks)")
     ap.add_argument("--vae-pool", type=int, default=3072, help="distinct 5-frame clips the VAE trains on")
     ap.add_argument("--vae-lr", type=float, default=1e-3)
     ap.add_argument("--kl-weight", type=float, default=1e-4)
     ap.add_argument("--clips", type=int, default=12000, help="distinct 17-frame clips the transformer trains on")
     ap.add_argument("--dit-steps", type=int, default=12000)
-    ap.add_argument("--dit-batch", type=int, default=256)
+    ap.add_argument("--dit-batch", type=int, default=256, help="global batch (split over torchrun ranks)")
     ap.add_argument("--dit-lr", type=float, default=8e-4)
     ap.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
                     help="torch.compile the transformer on CUDA (falls back to eager if compiling fails)")
