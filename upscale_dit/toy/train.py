@@ -160,9 +160,8 @@ def _to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
 # --------------------------------------------------------------------------- stage 1: VAE
 
 
-def vae_clip_pool(seed: int, count: int, *, frames: int, workers: int) -> np.ndarray:
-    """uint8 ``(count, frames, 128, 128, 3)``: a third native clips, the rest 128-px crops of 2x and 3x renders."""
-    size = toy.NATIVE_HEIGHT
+def vae_clip_pool(seed: int, count: int, *, frames: int, workers: int, size: int = toy.NATIVE_HEIGHT) -> np.ndarray:
+    """uint8 ``(count, frames, size, size, 3)``: a third native clips, the rest crops of 2x and 3x renders."""
     rng = np.random.default_rng(seed)
     scales = [1 + i % 3 for i in range(count)]
     requests = [ClipRequest(scene_seed(seed, i), size * s, size * s, frames, toy.FPS) for i, s in enumerate(scales)]
@@ -197,13 +196,14 @@ class _Reconstruction(torch.nn.Module):
 
 
 def train_vae(vae, *, seed: int, steps: int, batch: int, pool_size: int, lr: float, kl_weight: float,
-              device: torch.device, workers: int, minutes: float | None) -> dict[str, Any]:
+              device: torch.device, workers: int, minutes: float | None,
+              size: int = toy.NATIVE_HEIGHT) -> dict[str, Any]:
     """Fit the VAE in place (``batch`` is global: split over the ranks); returns what happened."""
     started = time.monotonic()
     rank, _ = _world()
     local_batch = _per_rank(batch, "vae-batch")
     frames = 5  # the first frame plus one 4-frame chunk: both of the causal VAE's cases, at little cost
-    pool = vae_clip_pool(seed + 1, pool_size, frames=frames, workers=workers)
+    pool = vae_clip_pool(seed + 1, pool_size, frames=frames, workers=workers, size=size)
     _log(f"vae: rendered {pool_size} clips in {time.monotonic() - started:.1f} s")
     vae.train().requires_grad_(True).to(device)
     model = _wrap(_Reconstruction(vae), device)
@@ -244,13 +244,12 @@ def train_vae(vae, *, seed: int, steps: int, batch: int, pool_size: int, lr: flo
 
 
 @torch.no_grad()
-def encode_dataset(vae, *, seed: int, clips: int, device: torch.device, workers: int,
-                   chunk: int = 512) -> tuple[torch.Tensor, list[str]]:
-    """Render ``clips`` native 17-frame clips and encode them → VAE-space latents (posterior mode) and captions."""
+def encode_dataset(vae, *, seed: int, clips: int, device: torch.device, workers: int, size: int = toy.NATIVE_HEIGHT,
+                   frames: int = toy.FRAMES, chunk: int = 512) -> tuple[torch.Tensor, list[str]]:
+    """Render ``clips`` clips and encode them → VAE-space latents (posterior mode) and captions."""
     latents, captions = [], []
-    size = toy.NATIVE_HEIGHT
     for start in range(0, clips, chunk):
-        requests = [ClipRequest(scene_seed(seed, i), size, size, toy.FRAMES, toy.FPS)
+        requests = [ClipRequest(scene_seed(seed, i), size, size, frames, toy.FPS)
                     for i in range(start, min(clips, start + chunk))]
         videos, texts = render_clips(requests, workers=workers)
         for i in range(0, len(videos), 64):
@@ -412,7 +411,7 @@ def _run(args: argparse.Namespace, device: torch.device) -> Path:
     if args.stage in ("vae", "all"):
         meta["vae"] = train_vae(parts["vae"], seed=args.seed, steps=args.vae_steps, batch=args.vae_batch,
                                 pool_size=args.vae_pool, lr=args.vae_lr, kl_weight=args.kl_weight, device=device,
-                                workers=workers, minutes=args.vae_minutes)
+                                workers=workers, minutes=args.vae_minutes, size=args.size)
         if rank == 0:
             parts["vae"].save_pretrained(out / "vae")  # float32: stage 2 and reruns start from it
             _write_meta(meta_path, meta)
@@ -422,7 +421,8 @@ def _run(args: argparse.Namespace, device: torch.device) -> Path:
     vae = AutoencoderKLWan.from_pretrained(out / "vae").to(device).eval().requires_grad_(False)
 
     started = time.monotonic()
-    latents, captions = encode_dataset(vae, seed=args.seed, clips=args.clips, device=device, workers=workers)
+    latents, captions = encode_dataset(vae, seed=args.seed, clips=args.clips, device=device, workers=workers,
+                                       size=args.size, frames=args.frames)
     set_latent_statistics(vae, latents)
     mean = torch.tensor(vae.config.latents_mean, device=device).view(1, -1, 1, 1, 1)
     std = torch.tensor(vae.config.latents_std, device=device).view(1, -1, 1, 1, 1)
@@ -442,14 +442,16 @@ def _run(args: argparse.Namespace, device: torch.device) -> Path:
         _write_meta(meta_path, meta)
         _log(f"wrote {folder} ({meta['size_mib']} MiB)")
         if args.eval_prompts:
-            meta["quick_eval"] = quick_eval(folder, prompts=args.eval_prompts, seed=args.seed, device=device)
+            meta["quick_eval"] = quick_eval(folder, prompts=args.eval_prompts, seed=args.seed, device=device,
+                                            size=args.size, frames=args.frames)
             _log(f"quick eval: {meta['quick_eval']}")
             _write_meta(meta_path, meta)
     _barrier()
     return folder
 
 
-def quick_eval(folder: Path, *, prompts: int, seed: int, device: torch.device) -> dict[str, float]:
+def quick_eval(folder: Path, *, prompts: int, seed: int, device: torch.device, size: int = toy.NATIVE_HEIGHT,
+               frames: int = toy.FRAMES) -> dict[str, float]:
     """Generate ``prompts`` held-out captions with the saved folder through the engine and score them.
 
     A smoke check printed at the end of training (the quality benchmark in ``bench/`` is the real measure).
@@ -461,11 +463,11 @@ def quick_eval(folder: Path, *, prompts: int, seed: int, device: torch.device) -
 
     scores: dict[str, list[float]] = {"colour_match_frac": [], "shape_match_frac": [], "count_exact_frac": []}
     for i in range(prompts):
-        caption = sample_scene(scene_seed(seed + 1000, i), clip_seconds=(toy.FRAMES - 1) / toy.FPS).caption()
+        caption = sample_scene(scene_seed(seed + 1000, i), clip_seconds=max(0.5, (frames - 1) / toy.FPS)).caption()
         path = folder.parent / "eval" / f"{i:02d}.mp4"
         path.parent.mkdir(exist_ok=True)
         generate(caption, model=str(folder), sampling__seed=i, output__path=str(path), output__overwrite=True,
-                 runtime__device=device.type)
+                 runtime__device=device.type, resolution=f"{size}x{size}", frames=frames)
         report = evaluate_video(read_video(path)[0], caption)
         for key in scores:
             scores[key].append(getattr(report, key))
@@ -487,6 +489,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--stage", choices=("all", "vae", "dit"), default="all")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default=None, help="default: cuda when available, else cpu")
+    ap.add_argument("--size", type=int, default=toy.NATIVE_HEIGHT,
+                    help="square training size in pixels (a multiple of 16); the shipped model uses the default")
+    ap.add_argument("--frames", type=int, default=toy.FRAMES, help="frames per transformer training clip (4k+1)")
     ap.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 1),
                     help="render processes (shared by the torchrun ranks)")
     ap.add_argument("--vae-steps", type=int, default=2000)
@@ -508,6 +513,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--eval-prompts", type=int, default=8, help="held-out captions generated and scored at the end")
     args = ap.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # recorded in training.json
+    if args.size % 16 or args.size < 16:
+        ap.error(f"--size must be a positive multiple of 16, got {args.size}")
+    if args.frames % 4 != 1:
+        ap.error(f"--frames must be 4k+1 (Wan's VAE packs 1 + 4k frames), got {args.frames}")
     for name in ("vae_steps", "vae_batch", "vae_pool", "clips", "dit_steps", "dit_batch", "workers"):
         if getattr(args, name) < 1:
             ap.error(f"--{name.replace('_', '-')} must be at least 1")
