@@ -106,6 +106,29 @@ class _StepBudget:
         _log(f"{per_step * 1000:.0f} ms a step: {self.total} steps fit the budget")
 
 
+class _LossMeter:
+    """A loss averaged over every ``every`` steps, summed on the device and read only then.
+
+    Reading a CUDA loss each step (``.item()``) would make the host wait for the GPU and stall the launch queue.
+    """
+
+    def __init__(self, every: int, device: torch.device):
+        self.every, self.running, self.history = every, torch.zeros((), device=device), []
+
+    def add(self, loss: torch.Tensor, step: int) -> float | None:
+        """Add this step's loss (``step`` = steps done); returns the mean when a report is due."""
+        self.running += loss.detach()
+        if step % self.every:
+            return None
+        self.history.append(float(self.running) / self.every)
+        self.running.zero_()
+        return self.history[-1]
+
+    @property
+    def last(self) -> float | None:
+        return self.history[-1] if self.history else None
+
+
 # --------------------------------------------------------------------------- distributed
 
 
@@ -211,7 +234,7 @@ def train_vae(vae, *, seed: int, steps: int, batch: int, pool_size: int, lr: flo
     generator = torch.Generator().manual_seed(seed + 2 + 1000 * rank)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
     budget = _StepBudget(steps, minutes, started=started)
-    step, running, history = 0, torch.zeros((), device=device), []
+    step, meter = 0, _LossMeter(100, device)
     while step < budget.total:
         _set_lr(optimizer, _lr_at(step, budget.total, lr, warmup=50))
         index = torch.randint(0, pool_size, (local_batch,), generator=generator).numpy()
@@ -226,17 +249,14 @@ def train_vae(vae, *, seed: int, steps: int, batch: int, pool_size: int, lr: flo
         loss.backward()
         torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
         optimizer.step()
-        running += rec_loss.detach()  # summed on the GPU: a per-step .item() would stall the launch queue
         step += 1
         budget.after_step(step, device)
-        if step % 100 == 0:
-            history.append(float(running) / 100)
-            running.zero_()
-            _log(f"vae step {step}/{budget.total}: reconstruction {history[-1]:.4f} kl {float(kl):.3f}")
+        if (mean := meter.add(rec_loss, step)) is not None:
+            _log(f"vae step {step}/{budget.total}: reconstruction {mean:.4f} kl {float(kl):.3f}")
     vae.eval().requires_grad_(False)
-    _log(f"vae: {step} steps, reconstruction {history[-1] if history else float('nan'):.4f}")
+    _log(f"vae: {step} steps, reconstruction {meter.last}")
     return dict(steps_run=step, steps=steps, batch=batch, frames=frames, pool_size=pool_size, lr=lr,
-                kl_weight=kl_weight, final_reconstruction_l1=history[-1] if history else None,
+                kl_weight=kl_weight, final_reconstruction_l1=meter.last,
                 seconds=round(time.monotonic() - started, 1))
 
 
@@ -337,7 +357,7 @@ def train_dit(parts: dict[str, Any], latents: torch.Tensor, captions: list[str],
     shift = float(toy.TOY_SCHEDULER_CONFIG["flow_shift"])
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
     budget = _StepBudget(steps, minutes, started=started)
-    step, running, history = 0, torch.zeros((), device=device), []
+    step, meter = 0, _LossMeter(250, device)
     while step < budget.total:
         _set_lr(optimizer, _lr_at(step, budget.total, lr, warmup=200))
         index = torch.randint(0, len(captions), (local_batch,), generator=generator)
@@ -356,16 +376,13 @@ def train_dit(parts: dict[str, Any], latents: torch.Tensor, captions: list[str],
         torch.nn.utils.clip_grad_norm_(live.parameters(), 1.0)
         optimizer.step()
         _ema_update(ema, live, ema_decay if step >= 200 else 0.0)
-        running += loss.detach()
         step += 1
         budget.after_step(step, device)
-        if step % 250 == 0:
-            history.append(float(running) / 250)
-            running.zero_()
-            _log(f"dit step {step}/{budget.total}: flow loss {history[-1]:.4f}")
-    _log(f"dit: {step} steps, flow loss {history[-1] if history else float('nan'):.4f}")
+        if (mean := meter.add(loss, step)) is not None:
+            _log(f"dit step {step}/{budget.total}: flow loss {mean:.4f}")
+    _log(f"dit: {step} steps, flow loss {meter.last}")
     info = dict(steps_run=step, steps=steps, batch=batch, lr=lr, ema_decay=ema_decay, clips=len(captions),
-                compiled=compile, final_flow_loss=history[-1] if history else None,
+                compiled=compile, final_flow_loss=meter.last,
                 seconds=round(time.monotonic() - started, 1))
     return dict(ema.items()), info
 
