@@ -146,14 +146,17 @@ def load_components(source: ModelSource, *, dtype: torch.dtype, device: torch.de
         from diffusers import AutoencoderKLWan, WanTransformer3DModel
         from transformers import AutoTokenizer, UMT5EncoderModel
 
+        from .quiet import quiet_libraries
+
         folder = source.folder
-        parts = dict(
-            tokenizer=AutoTokenizer.from_pretrained(folder / "tokenizer"),
-            text_encoder=UMT5EncoderModel.from_pretrained(folder / "text_encoder", torch_dtype=dtype),
-            transformer=WanTransformer3DModel.from_pretrained(folder / "transformer", torch_dtype=dtype),
-            vae=AutoencoderKLWan.from_pretrained(folder / "vae", torch_dtype=torch.float32),
-            scheduler=json.loads((folder / "scheduler" / "scheduler_config.json").read_text()),
-        )
+        with quiet_libraries():  # the load stage has udit's own progress line
+            parts = dict(
+                tokenizer=AutoTokenizer.from_pretrained(folder / "tokenizer"),
+                text_encoder=UMT5EncoderModel.from_pretrained(folder / "text_encoder", torch_dtype=dtype),
+                transformer=WanTransformer3DModel.from_pretrained(folder / "transformer", torch_dtype=dtype),
+                vae=AutoencoderKLWan.from_pretrained(folder / "vae", torch_dtype=torch.float32),
+                scheduler=json.loads((folder / "scheduler" / "scheduler_config.json").read_text()),
+            )
     for name in ("text_encoder", "transformer", "vae"):
         parts[name].to(device=device).eval().requires_grad_(False)
     return parts

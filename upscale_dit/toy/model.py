@@ -7,7 +7,6 @@ they load through the same engine path as a real checkpoint, and in diffusers it
 
 from __future__ import annotations
 
-import contextlib
 import json
 import shutil
 import tempfile
@@ -90,14 +89,16 @@ def save_pipeline_folder(parts: dict[str, Any], folder: str | Path, *, metadata:
     """
     from diffusers import WanPipeline
 
+    from ..engine.quiet import quiet_libraries
+
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
-    with _quiet_diffusers():  # the fp32-kept-modules warning does not apply to storage
+    with quiet_libraries():  # the fp32-kept-modules warning does not apply to storage
         copies = {name: _half_copy(parts[name]) for name in ("text_encoder", "transformer", "vae")}
         pipe = WanPipeline(tokenizer=parts["tokenizer"], scheduler=parts["scheduler"], **copies)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
     try:
-        with _quiet_diffusers():
+        with quiet_libraries():
             pipe.save_pretrained(tmp, safe_serialization=True)
         if metadata is not None:
             (tmp / "training.json").write_text(json.dumps(metadata, indent=2) + "\n")
@@ -109,20 +110,6 @@ def save_pipeline_folder(parts: dict[str, Any], folder: str | Path, *, metadata:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return folder
-
-
-@contextlib.contextmanager
-def _quiet_diffusers():
-    from diffusers.utils import logging
-
-    level = logging.get_verbosity()
-    logging.set_verbosity_error()
-    logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        logging.set_verbosity(level)
-        logging.enable_progress_bar()
 
 
 def _half_copy(module):

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..engine.quiet import quiet_libraries
 from . import model as toy
 from .data import ClipRequest, render_clips, scene_seed, vary_caption
 
@@ -430,7 +431,8 @@ def _run(args: argparse.Namespace, device: torch.device) -> Path:
                                 pool_size=args.vae_pool, lr=args.vae_lr, kl_weight=args.kl_weight, device=device,
                                 workers=workers, minutes=args.vae_minutes, size=args.size)
         if rank == 0:
-            parts["vae"].save_pretrained(out / "vae")  # float32: stage 2 and reruns start from it
+            with quiet_libraries():
+                parts["vae"].save_pretrained(out / "vae")  # float32: stage 2 and reruns start from it
             _write_meta(meta_path, meta)
         _barrier()
         if args.stage == "vae":
