@@ -253,7 +253,7 @@ def train_vae(vae, *, seed: int, steps: int, batch: int, pool_size: int, lr: flo
         step += 1
         budget.after_step(step, device)
         if (mean := meter.add(rec_loss, step)) is not None:
-            _log(f"vae step {step}/{budget.total}: reconstruction {mean:.4f} kl {float(kl):.3f}")
+            _log(f"vae step {step}/{budget.total}: reconstruction {mean:.4f} kl {float(kl.detach()):.3f}")
     vae.eval().requires_grad_(False)
     _log(f"vae: {step} steps, reconstruction {meter.last}")
     return dict(steps_run=step, steps=steps, batch=batch, frames=frames, pool_size=pool_size, lr=lr,
