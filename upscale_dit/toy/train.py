@@ -5,8 +5,8 @@
     python -m upscale_dit.toy.train --out runs/toy --stage dit        # stage 2, reads runs/toy/vae
     torchrun --nproc_per_node 2 -m upscale_dit.toy.train --out runs/toy   # the same global batches on 2 GPUs
 
-Stage ``vae``: an ``AutoencoderKLWan`` learns to reconstruct 9-frame world clips at the native size and
-128-pixel crops of 2x and 3x renders (so it also decodes the larger objects of high-resolution output), with
+Stage ``vae``: an ``AutoencoderKLWan`` learns to reconstruct 5-frame world clips at the native size and
+native-size crops of 2x and 3x renders (so it also decodes the larger objects of high-resolution output), with
 an L1 + spatial-gradient loss and a small KL term. Its latent statistics over the training clips become
 ``latents_mean``/``latents_std``, as in the real Wan VAE.
 Stage ``dit``: the transformer and the text encoder learn rectified flow (the objective Wan was trained with)
@@ -57,7 +57,7 @@ def _log(message: str) -> None:
 
 def _to_video_tensor(clips: np.ndarray, device: torch.device) -> torch.Tensor:
     """uint8 ``(B, F, H, W, 3)`` → float ``(B, 3, F, H, W)`` in [-1, 1] (the VAE's input)."""
-    x = torch.from_numpy(clips).to(device).permute(0, 4, 1, 2, 3).float()
+    x = _to_device(torch.from_numpy(clips), device).permute(0, 4, 1, 2, 3).float()
     return x / 127.5 - 1.0
 
 
@@ -239,7 +239,7 @@ def train_vae(vae, *, seed: int, steps: int, batch: int, pool_size: int, lr: flo
     while step < budget.total:
         _set_lr(optimizer, _lr_at(step, budget.total, lr, warmup=50))
         index = torch.randint(0, pool_size, (local_batch,), generator=generator).numpy()
-        x = _to_device(torch.from_numpy(pool[index]), device).permute(0, 4, 1, 2, 3).float() / 127.5 - 1.0
+        x = _to_video_tensor(pool[index], device)
         with autocast:
             recon, mean, logvar = model(x)
         recon, mean, logvar = recon.float(), mean.float(), logvar.float()
@@ -252,8 +252,8 @@ def train_vae(vae, *, seed: int, steps: int, batch: int, pool_size: int, lr: flo
         optimizer.step()
         step += 1
         budget.after_step(step, device)
-        if (mean := meter.add(rec_loss, step)) is not None:
-            _log(f"vae step {step}/{budget.total}: reconstruction {mean:.4f} kl {float(kl.detach()):.3f}")
+        if (report := meter.add(rec_loss, step)) is not None:
+            _log(f"vae step {step}/{budget.total}: reconstruction {report:.4f} kl {float(kl.detach()):.3f}")
     vae.eval().requires_grad_(False)
     _log(f"vae: {step} steps, reconstruction {meter.last}")
     return dict(steps_run=step, steps=steps, batch=batch, frames=frames, pool_size=pool_size, lr=lr,
@@ -379,8 +379,8 @@ def train_dit(parts: dict[str, Any], latents: torch.Tensor, captions: list[str],
         _ema_update(ema, live, ema_decay if step >= 200 else 0.0)
         step += 1
         budget.after_step(step, device)
-        if (mean := meter.add(loss, step)) is not None:
-            _log(f"dit step {step}/{budget.total}: flow loss {mean:.4f}")
+        if (report := meter.add(loss, step)) is not None:
+            _log(f"dit step {step}/{budget.total}: flow loss {report:.4f}")
     _log(f"dit: {step} steps, flow loss {meter.last}")
     info = dict(steps_run=step, steps=steps, batch=batch, lr=lr, ema_decay=ema_decay, clips=len(captions),
                 compiled=compile, final_flow_loss=meter.last,
