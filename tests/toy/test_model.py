@@ -71,6 +71,14 @@ def test_folder_loads_through_the_engine_as_the_toy_preset(toy_folder, tmp_path)
     assert sidecar["derived"]["latent_shape"] == [1, 8, 5, 16, 16]
 
 
+def test_toy_architecture_runs_with_random_weights_without_its_files(tmp_path):
+    from upscale_dit import generate
+
+    result = generate("a red circle", model="toy", runtime__random_weights=True, sampling__steps=2,
+                      output__path=str(tmp_path / "r.mp4"))
+    assert read_mp4(result.video)[0].shape == (17, 128, 128, 3)
+
+
 def test_bundled_toy_resolves_to_the_package_folder_or_explains_how_to_get_it(toy_folder, tmp_path, monkeypatch):
     from upscale_dit.engine import loading
 

@@ -117,10 +117,7 @@ def _preset_for_folder(folder: Path) -> ModelPreset:
     keys = ("num_layers", "num_attention_heads", "attention_head_dim", "in_channels")
     found = tuple(cfg.get(k) for k in keys)
     for name in model_presets():
-        try:
-            arch = architecture_for(name).transformer
-        except (KeyError, OSError):  # a bundled model whose weights are not installed
-            continue
+        arch = architecture_for(name).transformer
         if tuple(arch.get(k) for k in keys) == found:
             return get_model_preset(name)
     raise ConfigError(f"{folder}: a transformer with (layers, heads, head_dim, in_channels) = {found} matches no "

@@ -11,7 +11,8 @@ Choices:
 * The text encoder is the real UMT5-XXL (10.6 GiB in bf16), not random embeddings: with ``--offload none`` it stays
   resident on the GPU for the whole run, and a profile that left it out would under-state every stage's peak.
 * The tokenizer is the tiny model's character-level T5 tokenizer (the real ``spiece.model`` is part of the
-  download this avoids); every id it produces is valid for the real vocabulary.
+  download this avoids); every id it produces is valid for the real vocabulary. The toy model has its own
+  word-level tokenizer, built in code.
 * Init: weights N(0, 0.02), biases 0, norm scales 1 — activations stay finite; the video is noise.
 * ``to_empty`` leaves non-persistent buffers as uninitialised memory: Wan's RoPE tables (``rope.freqs_cos`` /
   ``freqs_sin``) are rebuilt by constructing a fresh ``WanRotaryPosEmbed`` on the device
@@ -107,10 +108,13 @@ def build_vae(config: Mapping[str, Any], *, device: torch.device | str):
 
 def build_random_components(arch: Architecture, *, dtype: torch.dtype, device: torch.device | str) -> dict[str, Any]:
     """Tokenizer, text encoder, transformer (``dtype``), VAE (float32) and scheduler config, random, on ``device``."""
-    from .tiny import build_tiny_tokenizer
+    if arch.name == "toy":  # its word-level vocabulary is smaller than the character-level tokenizer's
+        from ..toy.model import build_toy_tokenizer as build_tokenizer
+    else:
+        from .tiny import build_tiny_tokenizer as build_tokenizer
 
     return dict(
-        tokenizer=build_tiny_tokenizer(),
+        tokenizer=build_tokenizer(),
         text_encoder=build_text_encoder(arch.text_encoder, dtype=dtype, device=device),
         transformer=build_transformer(arch.transformer, dtype=dtype, device=device),
         vae=build_vae(arch.vae, device=device),
