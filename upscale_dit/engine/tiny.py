@@ -42,18 +42,28 @@ def build_tiny_tokenizer():
     return T5Tokenizer(vocab=vocab, extra_ids=0)
 
 
-def build_tiny_components(seed: int = TINY_SEED) -> dict[str, Any]:
-    """Tokenizer, text encoder, transformer, VAE and scheduler of the tiny model, as a dict of diffusers parts."""
+def build_seeded_components(tokenizer, *, text_encoder: dict[str, Any], transformer: dict[str, Any],
+                            vae: dict[str, Any], scheduler: dict[str, Any], seed: int) -> dict[str, Any]:
+    """Freshly initialised Wan parts from constructor configs, under ``seed`` (the caller's RNG is untouched)."""
     from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanTransformer3DModel
     from transformers import UMT5Config, UMT5EncoderModel
 
-    tokenizer = build_tiny_tokenizer()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        text_encoder = UMT5EncoderModel(UMT5Config(vocab_size=len(tokenizer), **TINY_TEXT_ENCODER_CONFIG))
-        transformer = WanTransformer3DModel(**TINY_TRANSFORMER_CONFIG)
-        vae = AutoencoderKLWan(**TINY_VAE_CONFIG)
-    for module in (text_encoder, transformer, vae):
-        module.eval().requires_grad_(False)
-    scheduler = UniPCMultistepScheduler(**TINY_SCHEDULER_CONFIG)
-    return dict(tokenizer=tokenizer, text_encoder=text_encoder, transformer=transformer, vae=vae, scheduler=scheduler)
+        parts = dict(
+            tokenizer=tokenizer,
+            text_encoder=UMT5EncoderModel(UMT5Config(vocab_size=len(tokenizer), **text_encoder)),
+            transformer=WanTransformer3DModel(**transformer),
+            vae=AutoencoderKLWan(**vae),
+        )
+    return dict(parts, scheduler=UniPCMultistepScheduler(**scheduler))
+
+
+def build_tiny_components(seed: int = TINY_SEED) -> dict[str, Any]:
+    """Tokenizer, text encoder, transformer, VAE and scheduler of the tiny model, as a dict of diffusers parts."""
+    parts = build_seeded_components(build_tiny_tokenizer(), text_encoder=TINY_TEXT_ENCODER_CONFIG,
+                                    transformer=TINY_TRANSFORMER_CONFIG, vae=TINY_VAE_CONFIG,
+                                    scheduler=TINY_SCHEDULER_CONFIG, seed=seed)
+    for name in ("text_encoder", "transformer", "vae"):
+        parts[name].eval().requires_grad_(False)
+    return parts

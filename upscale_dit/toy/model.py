@@ -67,18 +67,11 @@ def build_toy_tokenizer():
 
 def build_toy_components(seed: int = 0) -> dict[str, Any]:
     """Freshly initialised toy parts (tokenizer, text encoder, transformer, VAE, scheduler), seeded."""
-    import torch
-    from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanTransformer3DModel
-    from transformers import UMT5Config, UMT5EncoderModel
+    from ..engine.tiny import build_seeded_components
 
-    tokenizer = build_toy_tokenizer()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        text_encoder = UMT5EncoderModel(UMT5Config(vocab_size=len(tokenizer), **TOY_TEXT_ENCODER_CONFIG))
-        transformer = WanTransformer3DModel(**TOY_TRANSFORMER_CONFIG)
-        vae = AutoencoderKLWan(**TOY_VAE_CONFIG)
-    scheduler = UniPCMultistepScheduler(**TOY_SCHEDULER_CONFIG)
-    return dict(tokenizer=tokenizer, text_encoder=text_encoder, transformer=transformer, vae=vae, scheduler=scheduler)
+    return build_seeded_components(build_toy_tokenizer(), text_encoder=TOY_TEXT_ENCODER_CONFIG,
+                                   transformer=TOY_TRANSFORMER_CONFIG, vae=TOY_VAE_CONFIG,
+                                   scheduler=TOY_SCHEDULER_CONFIG, seed=seed)
 
 
 def save_pipeline_folder(parts: dict[str, Any], folder: str | Path, *, metadata: dict[str, Any] | None = None) -> Path:
