@@ -146,6 +146,8 @@ def test_trainer_writes_a_loadable_model_and_records_the_run(tmp_path):
                 "--vae-pool", "3", "--clips", "2", "--dit-steps", "2", "--dit-batch", "2", "--eval-prompts", "0"])
     meta = json.loads((out / "training.json").read_text())
     assert meta["seed"] == 0 and meta["vae"]["steps_run"] == 1 and meta["dit"]["steps_run"] == 2
+    assert set(meta["vae"]["check"]) == {"l1", "colour_match_frac", "shape_match_frac"}
+    assert 0 < meta["vae"]["check"]["l1"] < 2
     assert meta["command"].startswith("python -m upscale_dit.toy.train --out")
     assert meta["size_mib"] <= 16
     vae_config = json.loads((out / "weights" / "vae" / "config.json").read_text())
@@ -177,6 +179,21 @@ def test_trainer_runs_data_parallel_under_torchrun(tmp_path):
                          capture_output=True, text=True, timeout=300)
     assert odd.returncode != 0
     assert "--vae-batch" in odd.stderr or "--dit-batch 3 is the global batch" in odd.stderr
+
+
+def test_reconstruction_check_scores_a_perfect_autoencoder_as_perfect():
+    from upscale_dit.toy.train import check_reconstruction
+
+    class Identity:  # encode/decode as AutoencoderKLWan spells them, reconstructing exactly
+        def encode(self, x):
+            return type("Out", (), {"latent_dist": type("Dist", (), {"mode": lambda self: x})()})()
+
+        def decode(self, z):
+            return type("Out", (), {"sample": z})()
+
+    scores = check_reconstruction(Identity(), seed=0, clips=3, size=128, frames=5, device=torch.device("cpu"))
+    assert scores["l1"] < 2 / 255  # only the uint8 → [-1, 1] → uint8 round trip
+    assert scores["colour_match_frac"] == 1.0 and scores["shape_match_frac"] >= 0.9
 
 
 def test_trainer_rejects_bad_counts(capsys):

@@ -261,6 +261,29 @@ def train_vae(vae, *, seed: int, steps: int, batch: int, pool_size: int, lr: flo
                 seconds=round(time.monotonic() - started, 1))
 
 
+@torch.no_grad()
+def check_reconstruction(vae, *, seed: int, clips: int, size: int, frames: int, device: torch.device) -> dict[str, float]:
+    """Score the VAE's reconstructions of held-out clips with the world's detectors.
+
+    The transformer can only make what the VAE can decode: if colours or shapes do not survive a round trip,
+    stage 2 cannot fix that, so this is measured before it (and recorded in ``training.json``).
+    """
+    from .detect import evaluate_video
+
+    requests = [ClipRequest(scene_seed(seed + 2000, i), size, size, frames, toy.FPS) for i in range(clips)]
+    videos, captions = render_clips(requests)
+    scores: dict[str, list[float]] = {"l1": [], "colour_match_frac": [], "shape_match_frac": []}
+    for video, caption in zip(videos, captions):
+        x = _to_video_tensor(video[None], device)
+        recon = vae.decode(vae.encode(x).latent_dist.mode()).sample.clamp(-1, 1)
+        scores["l1"].append(float((recon - x).abs().mean()))
+        frames_uint8 = ((recon[0].permute(1, 2, 3, 0) + 1) * 127.5).round().to(torch.uint8).cpu().numpy()
+        report = evaluate_video(frames_uint8, caption)
+        scores["colour_match_frac"].append(report.colour_match_frac)
+        scores["shape_match_frac"].append(report.shape_match_frac)
+    return {key: round(float(np.mean(values)), 4) for key, values in scores.items()}
+
+
 # --------------------------------------------------------------------------- stage 2: transformer + text encoder
 
 
@@ -431,6 +454,9 @@ def _run(args: argparse.Namespace, device: torch.device) -> Path:
                                 pool_size=args.vae_pool, lr=args.vae_lr, kl_weight=args.kl_weight, device=device,
                                 workers=workers, minutes=args.vae_minutes, size=args.size)
         if rank == 0:
+            meta["vae"]["check"] = check_reconstruction(parts["vae"], seed=args.seed, clips=args.eval_prompts or 4,
+                                                        size=args.size, frames=args.frames, device=device)
+            _log(f"vae reconstructions of held-out clips: {meta['vae']['check']}")
             with quiet_libraries():
                 parts["vae"].save_pretrained(out / "vae")  # float32: stage 2 and reruns start from it
             _write_meta(meta_path, meta)
