@@ -15,8 +15,8 @@ CONFIG = "Config layering"
 
 ModelOpt = Annotated[str | None, typer.Option(
     "--model", "-m", rich_help_panel=MODEL, show_default=False,
-    help="Model preset (wan2.1-t2v-1.3b, wan2.1-t2v-14b, tiny), a local diffusers folder, or a Hugging Face id "
-         "in the local cache. \\[default: wan2.1-t2v-1.3b]")]
+    help="Model preset (wan2.1-t2v-1.3b, wan2.1-t2v-14b, tiny, toy; `udit presets` lists them), a local diffusers "
+         "folder, or a Hugging Face id in the local cache. \\[default: wan2.1-t2v-1.3b]")]
 ResolutionOpt = Annotated[str | None, typer.Option(
     "--res", "-r", rich_help_panel=MODEL, show_default=False,
     help="Output size: 480p, 720p, 1080p, 1440p, 2160p (16:9), 2x/3x/4x of the model's native size, native, "
