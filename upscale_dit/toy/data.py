@@ -11,12 +11,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .world import MOTION_PHRASES, SIZE_CLASSES, render, sample_scene
+from .world import MOTION_PHRASES, SIZE_CLASSES, SceneSpec, render, sample_scene
 
 
 @dataclass(frozen=True, slots=True)
 class ClipRequest:
-    """One clip to render: scene seed, output size, frame count, and where in time it starts."""
+    """One clip to render: scene seed, output size, frame count and frame rate."""
 
     seed: int
     height: int
@@ -30,10 +30,15 @@ def scene_seed(dataset_seed: int, index: int) -> int:
     return int(np.random.SeedSequence([dataset_seed, index]).generate_state(1)[0] & 0x7FFFFFFF)
 
 
+def clip_scene(request: ClipRequest) -> SceneSpec:
+    """The scene of ``request.seed``, sampled to stay in frame for the clip's length (at least half a second)."""
+    clip_seconds = max((request.frames - 1) / request.fps, 0.5)
+    return sample_scene(request.seed, aspect=request.width / request.height, clip_seconds=clip_seconds)
+
+
 def render_clip(request: ClipRequest) -> tuple[np.ndarray, str]:
     """uint8 ``(frames, H, W, 3)`` of the scene ``request.seed`` and its full caption."""
-    clip_seconds = (request.frames - 1) / request.fps
-    scene = sample_scene(request.seed, aspect=request.width / request.height, clip_seconds=max(clip_seconds, 0.5))
+    scene = clip_scene(request)
     video = render(scene, height=request.height, width=request.width, frames=request.frames, fps=request.fps)
     return video, scene.caption()
 

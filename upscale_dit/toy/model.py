@@ -21,9 +21,6 @@ FPS = 16
 LATENT_CHANNELS = 8
 MAX_SEQUENCE_LENGTH = 24  # the longest caption is 14 words + </s>
 
-#: Where the trained weights ship inside the package (a diffusers WanPipeline folder).
-WEIGHTS_FOLDER = Path(__file__).parent / "weights"
-
 #: <pad>, </s>, <unk>, then "▁" + each caption word (see :func:`build_toy_tokenizer`).
 TOY_VOCAB_SIZE = 3 + len(VOCABULARY)
 

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 
 from ..engine.quiet import quiet_libraries
 from . import model as toy
-from .data import ClipRequest, render_clips, scene_seed, vary_caption
+from .data import ClipRequest, clip_scene, render_clips, scene_seed, vary_caption
 
 EMPTY_CAPTION_RATE = 0.1
 TIMESTEP_SCALE = 1000.0  # the model sees timestep = sigma * 1000, as diffusers' flow schedulers pass it
@@ -504,11 +504,10 @@ def quick_eval(folder: Path, *, prompts: int, seed: int, device: torch.device, s
     from ..generation import generate
     from ..video import read_video
     from .detect import evaluate_video
-    from .world import sample_scene
 
     scores: dict[str, list[float]] = {"colour_match_frac": [], "shape_match_frac": [], "count_exact_frac": []}
     for i in range(prompts):
-        caption = sample_scene(scene_seed(seed + 1000, i), clip_seconds=max(0.5, (frames - 1) / toy.FPS)).caption()
+        caption = clip_scene(ClipRequest(scene_seed(seed + 1000, i), size, size, frames, toy.FPS)).caption()
         path = folder.parent / "eval" / f"{i:02d}.mp4"
         path.parent.mkdir(exist_ok=True)
         generate(caption, model=str(folder), sampling__seed=i, output__path=str(path), output__overwrite=True,
