@@ -244,3 +244,41 @@ def test_processors_outside_a_pass_raise(tiny, geometry):
 def test_bad_settings(geometry, kwargs, message):
     with pytest.raises(ValueError, match=message):
         FreeSwimController(geometry=geometry, **kwargs)
+
+
+def test_compiled_blocks_share_one_graph_per_pass_kind(geometry):
+    """Regional compile of the blocks must not specialise on the block: the cache is reached opaquely.
+
+    Dynamo reading each cross-attention processor's block index as a constant compiled one graph per block,
+    which runs into the recompile limit at Wan's 30 blocks and silently falls back to eager. Here a 4-block
+    transformer must compile no more graphs than a 2-block one for the guide (cache store) and cached passes.
+    """
+    from torch._dynamo.utils import counters
+
+    from upscale_dit.engine.sampler import PassInfo
+    from upscale_dit.engine.tiny import TINY_TRANSFORMER_CONFIG
+
+    from diffusers import WanTransformer3DModel
+
+    latents, cond, _ = _inputs()
+    timestep = torch.tensor([500.0])
+    guide = PassInfo(name="cond", step_index=0, num_steps=2, sigma=0.5)
+    cached = PassInfo(name="cond", step_index=1, num_steps=2, sigma=0.5)
+
+    def graphs_compiled(layers: int) -> int:
+        torch.manual_seed(0)
+        transformer = WanTransformer3DModel(**{**TINY_TRANSFORMER_CONFIG, "num_layers": layers}).eval()
+        controller = FreeSwimController(geometry=geometry, mode="cache", cache_steps=2, kernel="sdpa_mask")
+        with torch.no_grad(), apply_freeswim(transformer, controller):
+            controller.run_pass(transformer, latents, timestep, cond, guide)
+            expected = controller.run_pass(transformer, latents, timestep, cond, cached)
+            transformer.compile_repeated_blocks(fullgraph=False, dynamic=False, backend="eager")
+            torch._dynamo.reset()
+            before = counters["stats"]["unique_graphs"]
+            controller.run_pass(transformer, latents, timestep, cond, guide)
+            out = controller.run_pass(transformer, latents, timestep, cond, cached)
+            torch.testing.assert_close(out, expected, rtol=0, atol=0)
+        return counters["stats"]["unique_graphs"] - before
+
+    two, four = graphs_compiled(2), graphs_compiled(4)
+    assert two == four, f"{two} graphs for 2 blocks but {four} for 4: the compiled blocks specialise per block"

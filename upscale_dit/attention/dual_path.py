@@ -148,7 +148,7 @@ class FreeSwimCrossAttnProcessor:
         plan = ctl.require_plan()
         batch = hidden_states.shape[0]
         if plan.cross == "cached":
-            heads = ctl.cache.get(self.block, hidden_states.device).expand(batch, -1, -1)
+            heads = _read_cache(self, hidden_states.device).expand(batch, -1, -1)
             return attn.to_out[1](attn.to_out[0](heads))
         source = hidden_states[-1:] if plan.cross == "override" else hidden_states
         context = encoder_hidden_states[-1:] if plan.cross == "override" else encoder_hidden_states
@@ -156,10 +156,23 @@ class FreeSwimCrossAttnProcessor:
         k, v = project_keys_values(attn, context)
         heads = dense_attention(q, k, v).type_as(q).flatten(2, 3)
         if plan.store:
-            ctl.cache.put(self.block, heads)
+            _write_cache(self, heads)
         if plan.cross == "override":
             heads = heads.expand(batch, -1, -1)
         return attn.to_out[1](attn.to_out[0](heads))
+
+
+# The cache is reached through these two compile-opaque calls: `torch.compile` of the repeated blocks would
+# otherwise read each processor's block index as a constant and compile one graph per block (30 for Wan, past
+# dynamo's recompile limit, after which the blocks silently run eagerly).
+@torch.compiler.disable
+def _read_cache(processor: FreeSwimCrossAttnProcessor, device: torch.device) -> torch.Tensor:
+    return processor.controller.cache.get(processor.block, device)
+
+
+@torch.compiler.disable
+def _write_cache(processor: FreeSwimCrossAttnProcessor, heads: torch.Tensor) -> None:
+    processor.controller.cache.put(processor.block, heads)
 
 
 def apply_freeswim(transformer, controller: FreeSwimController) -> AttentionPlanHandle:
