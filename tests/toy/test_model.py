@@ -6,6 +6,7 @@ import json
 import math
 import random
 
+import numpy as np
 import pytest
 import torch
 
@@ -181,7 +182,7 @@ def test_trainer_runs_data_parallel_under_torchrun(tmp_path):
     assert "--vae-batch" in odd.stderr or "--dit-batch 3 is the global batch" in odd.stderr
 
 
-def test_reconstruction_check_scores_a_perfect_autoencoder_as_perfect():
+def test_reconstruction_check_scores_a_perfect_autoencoder_as_perfect(tmp_path):
     from upscale_dit.toy.train import check_reconstruction
 
     class Identity:  # encode/decode as AutoencoderKLWan spells them, reconstructing exactly
@@ -191,9 +192,31 @@ def test_reconstruction_check_scores_a_perfect_autoencoder_as_perfect():
         def decode(self, z):
             return type("Out", (), {"sample": z})()
 
-    scores = check_reconstruction(Identity(), seed=0, clips=3, size=128, frames=5, device=torch.device("cpu"))
+    image = tmp_path / "check.png"
+    scores = check_reconstruction(Identity(), seed=0, clips=3, size=128, frames=5, device=torch.device("cpu"),
+                                  image=image)
     assert scores["l1"] < 2 / 255  # only the uint8 → [-1, 1] → uint8 round trip
     assert scores["colour_match_frac"] == 1.0 and scores["shape_match_frac"] >= 0.9
+    from PIL import Image
+
+    grid = np.asarray(Image.open(image))
+    assert grid.shape == (3 * 128, 4 * 128, 3)  # a row per clip: first frame, its reconstruction, last, its
+    rendered, rebuilt = grid[:, 0:128].astype(int), grid[:, 128:256].astype(int)
+    assert np.abs(rendered - rebuilt).max() <= 1 and rendered.std() > 10
+
+
+def test_vae_starts_nearly_deterministic():
+    """A fresh VAE's posterior would bury the mean in unit noise; training starts it at a std of ~0.05."""
+    from upscale_dit.toy.train import start_nearly_deterministic
+
+    vae = toy.build_toy_components(seed=0)["vae"]
+    x = torch.rand(1, 3, 5, 64, 64, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    with torch.no_grad():
+        before = vae.encode(x).latent_dist.std.mean()
+        start_nearly_deterministic(vae)
+        after = vae.encode(x).latent_dist.std
+    assert before > 0.5
+    assert 0.03 < after.mean() < 0.08 and after.max() < 0.1
 
 
 def test_trainer_rejects_bad_counts(capsys):

@@ -207,6 +207,18 @@ def _spatial_gradient_l1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return F.l1_loss(dx(a), dx(b)) + F.l1_loss(dy(a), dy(b))
 
 
+def start_nearly_deterministic(vae, log_variance: float = -6.0) -> None:
+    """Start the encoder's posterior with a small variance (std ~0.05) instead of ~1.
+
+    From a fresh init the sampled latent is mostly unit noise, so the decoder can only learn the mean colour
+    until the encoder has pushed its variance down; the small KL weight never needs the large one anyway.
+    """
+    with torch.no_grad():
+        log_var = slice(vae.config.z_dim, None)  # quant_conv's output is [mean | log-variance] on channels
+        vae.quant_conv.weight[log_var] *= 0.1
+        vae.quant_conv.bias[log_var] = log_variance
+
+
 class _Reconstruction(torch.nn.Module):
     """The VAE's encode → sample → decode as one forward (what DistributedDataParallel needs to wrap)."""
 
@@ -229,6 +241,7 @@ def train_vae(vae, *, seed: int, steps: int, batch: int, pool_size: int, lr: flo
     frames = 5  # the first frame plus one 4-frame chunk: both of the causal VAE's cases, at little cost
     pool = vae_clip_pool(seed + 1, pool_size, frames=frames, workers=workers, size=size)
     _log(f"vae: rendered {pool_size} clips in {time.monotonic() - started:.1f} s")
+    start_nearly_deterministic(vae)
     vae.train().requires_grad_(True).to(device)
     model = _wrap(_Reconstruction(vae), device)
     optimizer = torch.optim.AdamW(vae.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=0.0)
@@ -243,7 +256,9 @@ def train_vae(vae, *, seed: int, steps: int, batch: int, pool_size: int, lr: flo
         with autocast:
             recon, mean, logvar = model(x)
         recon, mean, logvar = recon.float(), mean.float(), logvar.float()
-        rec_loss = F.l1_loss(recon, x) + _spatial_gradient_l1(recon, x)
+        # L1 keeps edges sharp; the squared term weighs a missing object (a large error on few pixels) more
+        # than L1 alone, whose optimum is a median: the background colour.
+        rec_loss = F.l1_loss(recon, x) + F.mse_loss(recon, x) + _spatial_gradient_l1(recon, x)
         kl = 0.5 * (mean.pow(2) + logvar.exp() - 1.0 - logvar).mean()
         loss = rec_loss + kl_weight * kl
         optimizer.zero_grad(set_to_none=True)
@@ -262,17 +277,20 @@ def train_vae(vae, *, seed: int, steps: int, batch: int, pool_size: int, lr: flo
 
 
 @torch.no_grad()
-def check_reconstruction(vae, *, seed: int, clips: int, size: int, frames: int, device: torch.device) -> dict[str, float]:
+def check_reconstruction(vae, *, seed: int, clips: int, size: int, frames: int, device: torch.device,
+                         image: Path | None = None) -> dict[str, float]:
     """Score the VAE's reconstructions of held-out clips with the world's detectors.
 
     The transformer can only make what the VAE can decode: if colours or shapes do not survive a round trip,
-    stage 2 cannot fix that, so this is measured before it (and recorded in ``training.json``).
+    stage 2 cannot fix that, so this is measured before it (and recorded in ``training.json``). ``image`` gets
+    a PNG with one row per clip: first and last frame, each as rendered and as reconstructed.
     """
     from .detect import evaluate_video
 
     requests = [ClipRequest(scene_seed(seed + 2000, i), size, size, frames, toy.FPS) for i in range(clips)]
     videos, captions = render_clips(requests)
     scores: dict[str, list[float]] = {"l1": [], "colour_match_frac": [], "shape_match_frac": []}
+    rows = []
     for video, caption in zip(videos, captions):
         x = _to_video_tensor(video[None], device)
         recon = vae.decode(vae.encode(x).latent_dist.mode()).sample.clamp(-1, 1)
@@ -281,6 +299,11 @@ def check_reconstruction(vae, *, seed: int, clips: int, size: int, frames: int, 
         report = evaluate_video(frames_uint8, caption)
         scores["colour_match_frac"].append(report.colour_match_frac)
         scores["shape_match_frac"].append(report.shape_match_frac)
+        rows.append(np.concatenate([video[0], frames_uint8[0], video[-1], frames_uint8[-1]], axis=1))
+    if image is not None:
+        from PIL import Image
+
+        Image.fromarray(np.concatenate(rows, axis=0)).save(image)
     return {key: round(float(np.mean(values)), 4) for key, values in scores.items()}
 
 
@@ -455,7 +478,8 @@ def _run(args: argparse.Namespace, device: torch.device) -> Path:
                                 workers=workers, minutes=args.vae_minutes, size=args.size)
         if rank == 0:
             meta["vae"]["check"] = check_reconstruction(parts["vae"], seed=args.seed, clips=args.eval_prompts or 4,
-                                                        size=args.size, frames=args.frames, device=device)
+                                                        size=args.size, frames=args.frames, device=device,
+                                                        image=out / "vae_check.png")
             _log(f"vae reconstructions of held-out clips: {meta['vae']['check']}")
             with quiet_libraries():
                 parts["vae"].save_pretrained(out / "vae")  # float32: stage 2 and reruns start from it
