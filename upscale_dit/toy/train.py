@@ -5,9 +5,9 @@
     python -m upscale_dit.toy.train --out runs/toy --stage dit        # stage 2, reads runs/toy/vae
     torchrun --nproc_per_node 2 -m upscale_dit.toy.train --out runs/toy   # the same global batches on 2 GPUs
 
-Stage ``vae``: an ``AutoencoderKLWan`` learns to reconstruct 5-frame world clips at the native size and
+Stage ``vae``: an ``AutoencoderKLWan`` learns to reconstruct 9-frame world clips at the native size and
 native-size crops of 2x and 3x renders (so it also decodes the larger objects of high-resolution output), with
-an L1 + spatial-gradient loss and a small KL term. Its latent statistics over the training clips become
+an L1 + squared-error + spatial-gradient loss and a small KL term. Its latent statistics over the training clips become
 ``latents_mean``/``latents_std``, as in the real Wan VAE.
 Stage ``dit``: the transformer and the text encoder learn rectified flow (the objective Wan was trained with)
 on 17-frame native clips, with 10 % empty captions for classifier-free guidance and optional caption parts
@@ -233,12 +233,13 @@ class _Reconstruction(torch.nn.Module):
 
 def train_vae(vae, *, seed: int, steps: int, batch: int, pool_size: int, lr: float, kl_weight: float,
               device: torch.device, workers: int, minutes: float | None,
-              size: int = toy.NATIVE_HEIGHT) -> dict[str, Any]:
+              size: int = toy.NATIVE_HEIGHT, frames: int = 9) -> dict[str, Any]:
     """Fit the VAE in place (``batch`` is global: split over the ranks); returns what happened."""
     started = time.monotonic()
     rank, _ = _world()
     local_batch = _per_rank(batch, "vae-batch")
-    frames = 5  # the first frame plus one 4-frame chunk: both of the causal VAE's cases, at little cost
+    # 9 frames = the first frame, a 4-frame chunk after it and one after a chunk: every case of the causal VAE's
+    # frame caches. With 5 frames the third case is never trained and frames 5+ of a clip decode off-colour.
     pool = vae_clip_pool(seed + 1, pool_size, frames=frames, workers=workers, size=size)
     _log(f"vae: rendered {pool_size} clips in {time.monotonic() - started:.1f} s")
     start_nearly_deterministic(vae)
@@ -475,7 +476,7 @@ def _run(args: argparse.Namespace, device: torch.device) -> Path:
     if args.stage in ("vae", "all"):
         meta["vae"] = train_vae(parts["vae"], seed=args.seed, steps=args.vae_steps, batch=args.vae_batch,
                                 pool_size=args.vae_pool, lr=args.vae_lr, kl_weight=args.kl_weight, device=device,
-                                workers=workers, minutes=args.vae_minutes, size=args.size)
+                                workers=workers, minutes=args.vae_minutes, size=args.size, frames=args.vae_frames)
         if rank == 0:
             meta["vae"]["check"] = check_reconstruction(parts["vae"], seed=args.seed, clips=args.eval_prompts or 4,
                                                         size=args.size, frames=args.frames, device=device,
@@ -563,8 +564,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 1),
                     help="render processes (shared by the torchrun ranks)")
     ap.add_argument("--vae-steps", type=int, default=2000)
-    ap.add_argument("--vae-batch", type=int, default=48, help="global batch (split over torchrun ranks)")
-    ap.add_argument("--vae-pool", type=int, default=3072, help="distinct 5-frame clips the VAE trains on")
+    ap.add_argument("--vae-batch", type=int, default=32, help="global batch (split over torchrun ranks)")
+    ap.add_argument("--vae-frames", type=int, default=9,
+                    help="frames per VAE training clip (4k+1, at least 9 so every frame-cache case is trained)")
+    ap.add_argument("--vae-pool", type=int, default=3072, help="distinct clips the VAE trains on")
     ap.add_argument("--vae-lr", type=float, default=1e-3)
     ap.add_argument("--kl-weight", type=float, default=1e-4)
     ap.add_argument("--clips", type=int, default=12000, help="distinct 17-frame clips the transformer trains on")
@@ -583,6 +586,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.argv = list(sys.argv[1:] if argv is None else argv)  # recorded in training.json
     if args.size % 16 or args.size < 16:
         ap.error(f"--size must be a positive multiple of 16, got {args.size}")
+    if args.vae_frames % 4 != 1 or args.vae_frames < 9:
+        ap.error(f"--vae-frames must be 4k+1 and at least 9, got {args.vae_frames}")
     if args.frames % 4 != 1:
         ap.error(f"--frames must be 4k+1 (Wan's VAE packs 1 + 4k frames), got {args.frames}")
     for name in ("vae_steps", "vae_batch", "vae_pool", "clips", "dit_steps", "dit_batch", "workers"):
