@@ -9,6 +9,7 @@
 # or in two calls, to look at the VAE before the transformer trains on it (RUN must then be a carried folder):
 #   STAGE=vae VAE_MIN=4 RUN=runs/toy bash bench/gpu_toy_train.sh   # → $OUT/toy_vae.tar: untar into runs/toy
 #   STAGE=dit DIT_MIN=6 RUN=runs/toy bash bench/gpu_toy_train.sh   # reads runs/toy/vae and training.json
+#   STAGE=decoder DEC_MIN=2 RUN=runs/toy bash bench/gpu_toy_train.sh   # redo the decoder phase, into weights/
 # One GPU reproduces a run with its `--*-steps` from training.json in about GPUS x the time.
 set -euo pipefail
 python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site wheels/*.whl
@@ -19,7 +20,8 @@ STAGE=${STAGE:-all}
 nvidia-smi --query-gpu=name --format=csv,noheader | head -1
 python3 -m torch.distributed.run --standalone --nproc_per_node "$GPUS" -m upscale_dit.toy.train --out "$RUN" \
     --stage "$STAGE" --seed "${SEED:-0}" --vae-steps 1000000 --vae-minutes "${VAE_MIN:-4}" --dit-steps 10000000 \
-    --dit-minutes "${DIT_MIN:-4}" --eval-prompts 8 ${TRAIN_ARGS:-} 2>&1 | grep -v -i "warn"
+    --dit-minutes "${DIT_MIN:-4}" --decoder-steps 1000000 --decoder-minutes "${DEC_MIN:-2}" --eval-prompts 8 \
+    ${TRAIN_ARGS:-} 2>&1 | grep -v -i "warn"
 cp "$RUN/training.json" "$OUT/"
 if [[ "$STAGE" == vae ]]; then
     cp "$RUN/vae_check.png" "$OUT/"
@@ -27,7 +29,7 @@ if [[ "$STAGE" == vae ]]; then
     ls -l "$OUT"
     exit 0
 fi
-[[ "$STAGE" == all ]] && cp "$RUN/vae_check.png" "$OUT/"
+[[ "$STAGE" != dit ]] && cp "$RUN/vae_check.png" "$OUT/"
 tar -C "$RUN" -cf "$OUT/toy_weights.tar" weights
 python3 - "$OUT/eval.png" "$RUN/eval" <<'PY'
 import sys

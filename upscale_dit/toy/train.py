@@ -7,8 +7,10 @@
 
 Stage ``vae``: an ``AutoencoderKLWan`` learns to reconstruct 9-frame world clips at the native size and
 native-size crops of 2x and 3x renders (so it also decodes the larger objects of high-resolution output), with
-an L1 + squared-error + spatial-gradient loss and a small KL term. Its latent statistics over the training clips become
-``latents_mean``/``latents_std``, as in the real Wan VAE.
+an L1 + squared-error + spatial-gradient loss and a small KL term; then its decoder alone learns whole 17-frame
+clips with the encoder frozen (``--stage decoder`` reruns just that phase, even after stage ``dit``, as the
+latent space does not move). Its latent statistics over the training clips become ``latents_mean``/
+``latents_std``, as in the real Wan VAE.
 Stage ``dit``: the transformer and the text encoder learn rectified flow (the objective Wan was trained with)
 on 17-frame native clips, with 10 % empty captions for classifier-free guidance and optional caption parts
 dropped; an EMA of the weights is what ships. The result is a diffusers ``WanPipeline`` folder in float16
@@ -219,6 +221,12 @@ def start_nearly_deterministic(vae, log_variance: float = -6.0) -> None:
         vae.quant_conv.bias[log_var] = log_variance
 
 
+def _reconstruction_loss(recon: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """L1 keeps edges sharp; the squared term weighs a missing object (a large error on few pixels) more than
+    L1 alone, whose optimum is a median: the background colour; the gradient term keeps textures."""
+    return F.l1_loss(recon, x) + F.mse_loss(recon, x) + _spatial_gradient_l1(recon, x)
+
+
 class _Reconstruction(torch.nn.Module):
     """The VAE's encode → sample → decode as one forward (what DistributedDataParallel needs to wrap)."""
 
@@ -257,9 +265,7 @@ def train_vae(vae, *, seed: int, steps: int, batch: int, pool_size: int, lr: flo
         with autocast:
             recon, mean, logvar = model(x)
         recon, mean, logvar = recon.float(), mean.float(), logvar.float()
-        # L1 keeps edges sharp; the squared term weighs a missing object (a large error on few pixels) more
-        # than L1 alone, whose optimum is a median: the background colour.
-        rec_loss = F.l1_loss(recon, x) + F.mse_loss(recon, x) + _spatial_gradient_l1(recon, x)
+        rec_loss = _reconstruction_loss(recon, x)
         kl = 0.5 * (mean.pow(2) + logvar.exp() - 1.0 - logvar).mean()
         loss = rec_loss + kl_weight * kl
         optimizer.zero_grad(set_to_none=True)
@@ -275,6 +281,65 @@ def train_vae(vae, *, seed: int, steps: int, batch: int, pool_size: int, lr: flo
     return dict(steps_run=step, steps=steps, batch=batch, frames=frames, pool_size=pool_size, lr=lr,
                 kl_weight=kl_weight, final_reconstruction_l1=meter.last,
                 seconds=round(time.monotonic() - started, 1))
+
+
+class _Decoding(torch.nn.Module):
+    """Frozen encoder → trainable decode, as one forward (DistributedDataParallel sees only the decoder train)."""
+
+    def __init__(self, vae):
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            latents = self.vae.encode(x).latent_dist.sample()
+        return self.vae.decode(latents).sample
+
+
+def finetune_decoder(vae, *, seed: int, steps: int, batch: int, pool_size: int, lr: float, device: torch.device,
+                     workers: int, minutes: float | None, size: int = toy.NATIVE_HEIGHT,
+                     frames: int = toy.FRAMES) -> dict[str, Any]:
+    """Second VAE phase: the decoder alone on whole clips, the encoder frozen.
+
+    The causal decoder carries per-frame caches from one latent frame to the next; short training clips never
+    show it a long run of them and the last frames of a 17-frame clip drift off-colour. The encoder stays
+    fixed, so the latent space (what the transformer learns) does not move: this phase can run before the
+    transformer stage or after it.
+    """
+    started = time.monotonic()
+    rank, _ = _world()
+    local_batch = _per_rank(batch, "decoder-batch")
+    pool = vae_clip_pool(seed + 6, pool_size, frames=frames, workers=workers, size=size)
+    _log(f"decoder: rendered {pool_size} clips in {time.monotonic() - started:.1f} s")
+    vae.to(device).eval().requires_grad_(False)
+    trainable = [*vae.post_quant_conv.parameters(), *vae.decoder.parameters()]
+    for parameter in trainable:
+        parameter.requires_grad_(True)
+    vae.decoder.train()
+    model = _wrap(_Decoding(vae), device)
+    optimizer = torch.optim.AdamW(trainable, lr=lr, betas=(0.9, 0.99), weight_decay=0.0)
+    generator = torch.Generator().manual_seed(seed + 7 + 1000 * rank)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+    budget = _StepBudget(steps, minutes, started=started, calibrate_at=30)
+    step, meter = 0, _LossMeter(50, device)
+    while step < budget.total:
+        _set_lr(optimizer, _lr_at(step, budget.total, lr, warmup=20))
+        index = torch.randint(0, pool_size, (local_batch,), generator=generator).numpy()
+        x = _to_video_tensor(pool[index], device)
+        with autocast:
+            recon = model(x)
+        loss = _reconstruction_loss(recon.float(), x)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+        optimizer.step()
+        step += 1
+        budget.after_step(step, device)
+        if (report := meter.add(loss, step)) is not None:
+            _log(f"decoder step {step}/{budget.total}: reconstruction {report:.4f}")
+    vae.eval().requires_grad_(False)
+    return dict(steps_run=step, steps=steps, batch=batch, frames=frames, pool_size=pool_size, lr=lr,
+                final_reconstruction_l1=meter.last, seconds=round(time.monotonic() - started, 1))
 
 
 @torch.no_grad()
@@ -473,10 +538,21 @@ def _run(args: argparse.Namespace, device: torch.device) -> Path:
 
     from diffusers import AutoencoderKLWan
 
+    command = " ".join(["python -m upscale_dit.toy.train", *args.argv])
     if args.stage in ("vae", "all"):
         meta["vae"] = train_vae(parts["vae"], seed=args.seed, steps=args.vae_steps, batch=args.vae_batch,
                                 pool_size=args.vae_pool, lr=args.vae_lr, kl_weight=args.kl_weight, device=device,
                                 workers=workers, minutes=args.vae_minutes, size=args.size, frames=args.vae_frames)
+        meta["vae"]["command"] = command
+    if args.stage in ("vae", "all", "decoder"):
+        if args.stage == "decoder":
+            parts["vae"] = AutoencoderKLWan.from_pretrained(out / "vae")
+        if args.decoder_steps:
+            meta["decoder"] = finetune_decoder(parts["vae"], seed=args.seed, steps=args.decoder_steps,
+                                               batch=args.decoder_batch, pool_size=args.decoder_pool,
+                                               lr=args.decoder_lr, device=device, workers=workers,
+                                               minutes=args.decoder_minutes, size=args.size, frames=args.frames)
+            meta["decoder"]["command"] = command
         if rank == 0:
             meta["vae"]["check"] = check_reconstruction(parts["vae"], seed=args.seed, clips=args.eval_prompts or 4,
                                                         size=args.size, frames=args.frames, device=device,
@@ -488,6 +564,8 @@ def _run(args: argparse.Namespace, device: torch.device) -> Path:
         _barrier()
         if args.stage == "vae":
             return out / "vae"
+        if args.stage == "decoder":
+            return _swap_decoder(parts["vae"], out, meta, args, device) if rank == 0 else out / "weights"
     vae = AutoencoderKLWan.from_pretrained(out / "vae").to(device).eval().requires_grad_(False)
 
     started = time.monotonic()
@@ -502,6 +580,7 @@ def _run(args: argparse.Namespace, device: torch.device) -> Path:
     ema, meta["dit"] = train_dit(parts, latents, captions, seed=args.seed, steps=args.dit_steps,
                                  batch=args.dit_batch, lr=args.dit_lr, ema_decay=args.ema_decay, device=device,
                                  minutes=args.dit_minutes, compile=args.compile and device.type == "cuda")
+    meta["dit"]["command"] = command
     folder = out / "weights"
     if rank == 0:
         final = dict(parts, vae=vae.cpu(), **{name: module.cpu() for name, module in ema.items()})
@@ -517,6 +596,32 @@ def _run(args: argparse.Namespace, device: torch.device) -> Path:
             _log(f"quick eval: {meta['quick_eval']}")
             _write_meta(meta_path, meta)
     _barrier()
+    return folder
+
+
+def _swap_decoder(vae, out: Path, meta: dict[str, Any], args: argparse.Namespace, device: torch.device) -> Path:
+    """After ``--stage decoder``: put the retrained decoder into an existing ``weights/`` folder and re-evaluate.
+
+    The encoder did not change, so the transformer's latent space and the folder's latent statistics still hold.
+    """
+    from diffusers import WanPipeline
+
+    folder = out / "weights"
+    if not (folder / "model_index.json").exists():
+        return out / "vae"
+    with quiet_libraries():
+        pipe = WanPipeline.from_pretrained(folder)
+    pipe.vae.load_state_dict(vae.state_dict())
+    toy.save_pipeline_folder(dict(pipe.components), folder, metadata=meta)
+    meta["size_mib"] = round(toy.weights_size(folder) / 2**20, 2)
+    _write_meta(folder / "training.json", meta)
+    _log(f"wrote {folder} ({meta['size_mib']} MiB) with the new decoder")
+    if args.eval_prompts:
+        meta["quick_eval"] = quick_eval(folder, prompts=args.eval_prompts, seed=args.seed, device=device,
+                                        size=args.size, frames=args.frames)
+        _log(f"quick eval: {meta['quick_eval']}")
+    _write_meta(out / "training.json", meta)
+    _write_meta(folder / "training.json", meta)
     return folder
 
 
@@ -555,7 +660,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m upscale_dit.toy.train", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True, help="run folder: vae/, weights/ and training.json go here")
-    ap.add_argument("--stage", choices=("all", "vae", "dit"), default="all")
+    ap.add_argument("--stage", choices=("all", "vae", "decoder", "dit"), default="all",
+                    help="vae: both VAE phases; decoder: only the second, on OUT/vae (and into OUT/weights if "
+                         "there); dit: transformer + text encoder on OUT/vae")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default=None, help="default: cuda when available, else cpu")
     ap.add_argument("--size", type=int, default=toy.NATIVE_HEIGHT,
@@ -570,6 +677,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--vae-pool", type=int, default=3072, help="distinct clips the VAE trains on")
     ap.add_argument("--vae-lr", type=float, default=1e-3)
     ap.add_argument("--kl-weight", type=float, default=1e-4)
+    ap.add_argument("--decoder-steps", type=int, default=1500,
+                    help="second VAE phase: decoder-only steps on whole clips (0 skips it)")
+    ap.add_argument("--decoder-batch", type=int, default=16, help="global batch (split over torchrun ranks)")
+    ap.add_argument("--decoder-pool", type=int, default=1024, help="distinct whole clips the decoder trains on")
+    ap.add_argument("--decoder-lr", type=float, default=3e-4)
+    ap.add_argument("--decoder-minutes", type=float, default=None, help="time budget of the decoder phase")
     ap.add_argument("--clips", type=int, default=12000, help="distinct 17-frame clips the transformer trains on")
     ap.add_argument("--dit-steps", type=int, default=12000)
     ap.add_argument("--dit-batch", type=int, default=256, help="global batch (split over torchrun ranks)")
@@ -590,7 +703,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         ap.error(f"--vae-frames must be 4k+1 and at least 9, got {args.vae_frames}")
     if args.frames % 4 != 1:
         ap.error(f"--frames must be 4k+1 (Wan's VAE packs 1 + 4k frames), got {args.frames}")
-    for name in ("vae_steps", "vae_batch", "vae_pool", "clips", "dit_steps", "dit_batch", "workers"):
+    if args.decoder_steps < 0:
+        ap.error(f"--decoder-steps must be 0 or more, got {args.decoder_steps}")
+    for name in ("vae_steps", "vae_batch", "vae_pool", "decoder_batch", "decoder_pool", "clips", "dit_steps",
+                 "dit_batch", "workers"):
         if getattr(args, name) < 1:
             ap.error(f"--{name.replace('_', '-')} must be at least 1")
     return args
