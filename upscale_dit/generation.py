@@ -266,6 +266,10 @@ def _generate(run: ResolvedRun, source, *, progress: bool) -> GenerateResult:
     with StageProgress(enabled=progress) as bars:
         with bars.stage("load", f"loading {source.description}"):
             parts = load_components(source, dtype=dtype, device=placement.home)
+        if cfg.runtime.compile:
+            from .engine.compile import compile_blocks
+
+            compile_blocks(parts["transformer"])
         cond, uncond = encode_text(run, parts, placement=placement, bars=bars)
         release(parts, "text_encoder", "tokenizer")  # embedded once; its 10.6 GiB (UMT5-XXL) are free for the rest
         # One CPU generator for all noise, so a seed gives the same video on every device.

@@ -13,7 +13,8 @@ from .app import app, handles_errors
 from .options import (
     AspectOpt, DeviceOpt, DtypeOpt, FpsOpt, FramesOpt, FromBaseOpt, GuidanceOpt, JsonOpt, LoraOpt, LoraScaleOpt,
     MethodOpt, ModelOpt, NegativeOpt, OffloadOpt, OutOpt, OverwriteOpt, PresetOpt, ResolutionOpt, SchedulerOpt,
-    SeedOpt, SetOpt, ShiftOpt, StepsOpt, StrengthOpt, TileOpt, TilingOpt, check_method_flags, method_flags,
+    SeedOpt, SetOpt, ShiftOpt, StepsOpt, StrengthOpt, TileOpt, TilingOpt, CompileOpt, check_method_flags,
+    method_flags,
 )
 
 EXAMPLES = """
@@ -61,6 +62,7 @@ def generate(
     device: DeviceOpt = None,
     dtype: DtypeOpt = None,
     offload: OffloadOpt = None,
+    compile_: CompileOpt = None,
     vae_tiling: TilingOpt = None,
     vae_tile: TileOpt = None,
     preset: PresetOpt = None,
@@ -80,7 +82,7 @@ def generate(
         sampling__seed=seed, sampling__negative_prompt=negative_prompt,
         output__path=str(out) if out else None, output__overwrite=overwrite, output__fps=fps,
         runtime__device=device, runtime__dtype=dtype, runtime__offload=offload, runtime__vae_tiling=vae_tiling,
-        runtime__vae_tile=vae_tile,
+        runtime__vae_tile=vae_tile, runtime__compile=compile_,
     )
     check_method_flags(config, strength=strength, lora=lora, lora_scale=lora_scale, from_base=from_base)
     result = run_generate(config, progress=not json_output)

@@ -69,6 +69,10 @@ OffloadOpt = Annotated[str | None, typer.Option(
     "--offload", rich_help_panel=MEMORY, show_default=False,
     help="none, or model: keep each component on the CPU and move it to the GPU only while it runs (less GPU "
          "memory, some transfer time). \\[default: none]")]
+CompileOpt = Annotated[bool | None, typer.Option(
+    "--compile/--no-compile", rich_help_panel=MEMORY, show_default=False,
+    help="torch.compile the transformer's repeated blocks: 5-14% faster passes at 1080p on an H200, after ~10 s "
+         "of compiling per pass kind (needs a C++ compiler on the CPU). \\[default: off]")]
 TilingOpt = Annotated[str | None, typer.Option(
     "--vae-tiling", rich_help_panel=MEMORY, show_default=False,
     help="auto (on above 864x480), on, off: decode in overlapping spatial tiles to bound VAE memory. "

@@ -209,6 +209,9 @@ class RuntimeConfig:
     offload: OffloadMode = documented("`model`: keep components on the CPU and move each to the GPU only while it runs.", "none")
     vae_tiling: TilingMode = documented("Decode/encode the VAE in overlapping spatial tiles; `auto` = on above 864x480.", "auto")
     vae_tile: int = documented("VAE tile size in pixels (stride is 3/4 of it).", 256)
+    compile: bool = documented(
+        "torch.compile the transformer's repeated blocks (one graph shared by every block): 5-14% faster "
+        "transformer passes at 1080p on an H200 after ~10 s of compiling; worth it for long runs.", False)
     random_weights: bool = documented(
         "Build the model's real architecture with random weights instead of loading a checkpoint (no download): "
         "for planning and profiling memory and time; the video is noise.", False)
