@@ -44,6 +44,7 @@ def test_saved_folder_is_a_diffusers_wan_pipeline_in_float16_under_16_mib(toy_fo
     assert json.loads((folder / "training.json").read_text()) == {"seed": 3}
     assert toy.weights_size(folder) <= 16 * 2**20
     assert oct(folder.stat().st_mode & 0o777) == "0o755"
+    assert {oct(f.stat().st_mode & 0o777) for f in folder.rglob("*") if f.is_file()} == {"0o644"}
 
     from diffusers import WanPipeline
     from safetensors import safe_open
@@ -143,10 +144,15 @@ def test_step_budget_turns_a_time_budget_into_a_step_count(monkeypatch):
 
 def test_trainer_writes_a_loadable_model_and_records_the_run(tmp_path):
     out = tmp_path / "run"
-    train_main(["--out", str(out), "--device", "cpu", "--workers", "1", "--vae-steps", "1", "--vae-batch", "1",
-                "--vae-pool", "3", "--clips", "2", "--dit-steps", "2", "--dit-batch", "2", "--eval-prompts", "0"])
+    train_main(["--out", str(out), "--device", "cpu", "--size", "32", "--frames", "5", "--workers", "1",
+                "--vae-steps", "1", "--vae-batch", "1",
+                "--vae-pool", "3", "--decoder-steps", "1", "--decoder-batch", "1", "--decoder-pool", "2",
+                "--clips", "2", "--dit-steps", "2", "--dit-batch", "2", "--eval-prompts", "0"])
     meta = json.loads((out / "training.json").read_text())
     assert meta["seed"] == 0 and meta["vae"]["steps_run"] == 1 and meta["dit"]["steps_run"] == 2
+    assert meta["decoder"]["steps_run"] == 1 and meta["decoder"]["frames"] == 5  # whole clips (--frames)
+    assert meta["vae"]["command"] == meta["dit"]["command"] == meta["command"]
+    assert (out / "vae_check.png").is_file()
     assert set(meta["vae"]["check"]) == {"l1", "colour_match_frac", "shape_match_frac"}
     assert 0 < meta["vae"]["check"]["l1"] < 2
     assert meta["command"].startswith("python -m upscale_dit.toy.train --out")
@@ -160,6 +166,22 @@ def test_trainer_writes_a_loadable_model_and_records_the_run(tmp_path):
     parts = load_components(resolve_model(str(out / "weights")), dtype=torch.float32, device=torch.device("cpu"))
     assert parts["transformer"].config.num_layers == toy.TOY_TRANSFORMER_CONFIG["num_layers"]
 
+    # --stage decoder retrains only the decoder, into the existing folder: encoder, transformer, stats unchanged
+    from safetensors.torch import load_file
+
+    before = {name: load_file(out / "weights" / name / "diffusion_pytorch_model.safetensors")
+              for name in ("vae", "transformer")}
+    train_main(["--out", str(out), "--stage", "decoder", "--device", "cpu", "--size", "32", "--frames", "5",
+                "--workers", "1", "--decoder-steps", "2",
+                "--decoder-batch", "1", "--decoder-pool", "2", "--decoder-lr", "1e-2", "--eval-prompts", "0"])
+    after = {name: load_file(out / "weights" / name / "diffusion_pytorch_model.safetensors")
+             for name in ("vae", "transformer")}
+    assert all(torch.equal(before["transformer"][k], v) for k, v in after["transformer"].items())
+    changed = {k for k, v in after["vae"].items() if not torch.equal(before["vae"][k], v)}
+    assert changed and all(k.startswith(("decoder.", "post_quant_conv.")) for k in changed)
+    assert json.loads((out / "weights" / "vae" / "config.json").read_text())["latents_std"] == vae_config["latents_std"]
+    assert json.loads((out / "training.json").read_text())["decoder"]["steps_run"] == 2
+
 
 def test_trainer_runs_data_parallel_under_torchrun(tmp_path):
     import subprocess
@@ -167,8 +189,10 @@ def test_trainer_runs_data_parallel_under_torchrun(tmp_path):
 
     out = tmp_path / "ddp"
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "upscale_dit.toy.train",
-               "--out", str(out), "--device", "cpu", "--workers", "2", "--vae-steps", "1", "--vae-batch", "2",
-               "--vae-pool", "2", "--clips", "2", "--dit-steps", "2", "--dit-batch", "4", "--eval-prompts", "0"]
+               "--out", str(out), "--device", "cpu", "--size", "32", "--frames", "5", "--workers", "2",
+               "--vae-steps", "1", "--vae-batch", "2",
+               "--vae-pool", "2", "--decoder-steps", "1", "--decoder-batch", "2", "--decoder-pool", "2",
+               "--clips", "2", "--dit-steps", "2", "--dit-batch", "4", "--eval-prompts", "0"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     meta = json.loads((out / "training.json").read_text())

@@ -92,7 +92,8 @@ def save_pipeline_folder(parts: dict[str, Any], folder: str | Path, *, metadata:
             pipe.save_pretrained(tmp, safe_serialization=True)
         if metadata is not None:
             (tmp / "training.json").write_text(json.dumps(metadata, indent=2) + "\n")
-        tmp.chmod(0o755)  # mkdtemp makes it private; a shipped model folder is world-readable
+        for path in (tmp, *tmp.rglob("*")):  # mkdtemp and safetensors make them private; shipped files are not
+            path.chmod(0o755 if path.is_dir() else 0o644)
         if folder.exists():
             shutil.rmtree(folder)
         tmp.rename(folder)

@@ -677,7 +677,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--vae-pool", type=int, default=3072, help="distinct clips the VAE trains on")
     ap.add_argument("--vae-lr", type=float, default=1e-3)
     ap.add_argument("--kl-weight", type=float, default=1e-4)
-    ap.add_argument("--decoder-steps", type=int, default=1500,
+    ap.add_argument("--decoder-steps", type=int, default=600,
                     help="second VAE phase: decoder-only steps on whole clips (0 skips it)")
     ap.add_argument("--decoder-batch", type=int, default=16, help="global batch (split over torchrun ranks)")
     ap.add_argument("--decoder-pool", type=int, default=1024, help="distinct whole clips the decoder trains on")
