@@ -239,6 +239,36 @@ class _Reconstruction(torch.nn.Module):
         return self.vae.decode(posterior.sample()).sample, posterior.mean, posterior.logvar
 
 
+def _fit_on_pool(model: torch.nn.Module, parameters: list[torch.nn.Parameter], pool: np.ndarray, loss_of, *,
+                 name: str, lr: float, warmup: int, local_batch: int, generator: torch.Generator,
+                 budget: "_StepBudget", meter: "_LossMeter", device: torch.device) -> int:
+    """AdamW on random batches of ``pool`` clips until ``budget`` is spent; returns the steps run.
+
+    ``loss_of(output, clips)`` gives the loss to minimise, the loss to report and a dict of other tensors
+    worth printing (read only when a report is due).
+    """
+    optimizer = torch.optim.AdamW(parameters, lr=lr, betas=(0.9, 0.99), weight_decay=0.0)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+    step = 0
+    while step < budget.total:
+        _set_lr(optimizer, _lr_at(step, budget.total, lr, warmup=warmup))
+        index = torch.randint(0, len(pool), (local_batch,), generator=generator).numpy()
+        x = _to_video_tensor(pool[index], device)
+        with autocast:
+            output = model(x)
+        loss, reported, details = loss_of(output, x)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+        optimizer.step()
+        step += 1
+        budget.after_step(step, device)
+        if (report := meter.add(reported, step)) is not None:
+            extra = "".join(f" {key} {float(value.detach()):.3f}" for key, value in details.items())
+            _log(f"{name} step {step}/{budget.total}: reconstruction {report:.4f}{extra}")
+    return step
+
+
 def train_vae(vae, *, seed: int, steps: int, batch: int, pool_size: int, lr: float, kl_weight: float,
               device: torch.device, workers: int, minutes: float | None,
               size: int = toy.NATIVE_HEIGHT, frames: int = 9) -> dict[str, Any]:
@@ -252,30 +282,18 @@ def train_vae(vae, *, seed: int, steps: int, batch: int, pool_size: int, lr: flo
     _log(f"vae: rendered {pool_size} clips in {time.monotonic() - started:.1f} s")
     start_nearly_deterministic(vae)
     vae.train().requires_grad_(True).to(device)
-    model = _wrap(_Reconstruction(vae), device)
-    optimizer = torch.optim.AdamW(vae.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=0.0)
-    generator = torch.Generator().manual_seed(seed + 2 + 1000 * rank)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
-    budget = _StepBudget(steps, minutes, started=started)
-    step, meter = 0, _LossMeter(100, device)
-    while step < budget.total:
-        _set_lr(optimizer, _lr_at(step, budget.total, lr, warmup=50))
-        index = torch.randint(0, pool_size, (local_batch,), generator=generator).numpy()
-        x = _to_video_tensor(pool[index], device)
-        with autocast:
-            recon, mean, logvar = model(x)
-        recon, mean, logvar = recon.float(), mean.float(), logvar.float()
+
+    def loss_of(output, x):
+        recon, mean, logvar = (t.float() for t in output)
         rec_loss = _reconstruction_loss(recon, x)
         kl = 0.5 * (mean.pow(2) + logvar.exp() - 1.0 - logvar).mean()
-        loss = rec_loss + kl_weight * kl
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
-        optimizer.step()
-        step += 1
-        budget.after_step(step, device)
-        if (report := meter.add(rec_loss, step)) is not None:
-            _log(f"vae step {step}/{budget.total}: reconstruction {report:.4f} kl {float(kl.detach()):.3f}")
+        return rec_loss + kl_weight * kl, rec_loss, {"kl": kl}
+
+    meter = _LossMeter(100, device)
+    step = _fit_on_pool(_wrap(_Reconstruction(vae), device), list(vae.parameters()), pool, loss_of, name="vae",
+                        lr=lr, warmup=50, local_batch=local_batch,
+                        generator=torch.Generator().manual_seed(seed + 2 + 1000 * rank),
+                        budget=_StepBudget(steps, minutes, started=started), meter=meter, device=device)
     vae.eval().requires_grad_(False)
     _log(f"vae: {step} steps, reconstruction {meter.last}")
     return dict(steps_run=step, steps=steps, batch=batch, frames=frames, pool_size=pool_size, lr=lr,
@@ -316,27 +334,16 @@ def finetune_decoder(vae, *, seed: int, steps: int, batch: int, pool_size: int, 
     for parameter in trainable:
         parameter.requires_grad_(True)
     vae.decoder.train()
-    model = _wrap(_Decoding(vae), device)
-    optimizer = torch.optim.AdamW(trainable, lr=lr, betas=(0.9, 0.99), weight_decay=0.0)
-    generator = torch.Generator().manual_seed(seed + 7 + 1000 * rank)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
-    budget = _StepBudget(steps, minutes, started=started, calibrate_at=30)
-    step, meter = 0, _LossMeter(50, device)
-    while step < budget.total:
-        _set_lr(optimizer, _lr_at(step, budget.total, lr, warmup=20))
-        index = torch.randint(0, pool_size, (local_batch,), generator=generator).numpy()
-        x = _to_video_tensor(pool[index], device)
-        with autocast:
-            recon = model(x)
+
+    def loss_of(recon, x):
         loss = _reconstruction_loss(recon.float(), x)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
-        optimizer.step()
-        step += 1
-        budget.after_step(step, device)
-        if (report := meter.add(loss, step)) is not None:
-            _log(f"decoder step {step}/{budget.total}: reconstruction {report:.4f}")
+        return loss, loss, {}
+
+    meter = _LossMeter(50, device)
+    step = _fit_on_pool(_wrap(_Decoding(vae), device), trainable, pool, loss_of, name="decoder", lr=lr, warmup=20,
+                        local_batch=local_batch, generator=torch.Generator().manual_seed(seed + 7 + 1000 * rank),
+                        budget=_StepBudget(steps, minutes, started=started, calibrate_at=30), meter=meter,
+                        device=device)
     vae.eval().requires_grad_(False)
     return dict(steps_run=step, steps=steps, batch=batch, frames=frames, pool_size=pool_size, lr=lr,
                 final_reconstruction_l1=meter.last, seconds=round(time.monotonic() - started, 1))
