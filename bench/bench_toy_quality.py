@@ -416,14 +416,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows = plan_rows(methods, args.scales)
     started = time.perf_counter()
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    console = Console(stderr=True)
+    total = len(rows) * len(prompts.cases) * len(prompts.seeds)
     with tempfile.TemporaryDirectory(prefix="toy_quality_") as tmp, \
-            Progress(*columns, console=Console(stderr=True), transient=True) as progress:
-        task = progress.add_task("videos", total=len(rows) * len(prompts.cases) * len(prompts.seeds))
+            Progress(*columns, console=console, transient=True) as progress:
+        task = progress.add_task("videos", total=total)
 
         def generate_fn(case: Case, seed: int, row: Row) -> tuple[np.ndarray, float]:
             out = generate_video(case, seed, row, model=args.model, workdir=Path(tmp), steps=args.steps,
                                  relay_lora=args.relay_lora, device=args.device, set_options=args.set_options)
             progress.advance(task)
+            if not console.is_terminal:  # a log file gets one line a video instead of a bar it never sees
+                done = int(progress.tasks[0].completed)
+                _note(f"[{done}/{total}] {row.label} · prompt {case.index + 1} · seed {seed}: {out[1]:.1f} s "
+                      f"({time.perf_counter() - started:.0f} s in all)")
             return out
 
         try:

@@ -4,6 +4,7 @@ failures (repetition, blur, an object that kept its pixel size) show in their ow
 from __future__ import annotations
 
 import dataclasses
+import json
 import importlib.util
 import math
 import sys
@@ -189,3 +190,16 @@ def test_relay_stills_are_a_train_relay_image_folder(tmp_path: Path) -> None:
         assert (item.width, item.height) == (64, 48)
         parse_caption(item.caption)  # the world's template, so the model knows every word
     assert relay_images.parse_size("320x192") == (320, 192)
+
+
+def test_main_writes_the_table_and_json_and_logs_one_line_per_video(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "quality.json"
+    code = quality.main(["--model", "tiny", "--limit", "1", "--seeds", "0", "--scales", "1", "2", "--methods", "direct",
+                       "--steps", "1", "--device", "cpu", "--out", str(out)])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert captured.out.splitlines()[0].startswith("| row | size | videos |")
+    assert "[1/2] native · prompt 1 · seed 0:" in captured.err and "[2/2] direct 2x · prompt 1 · seed 0:" in captured.err
+    result = json.loads(out.read_text())
+    assert list(result["rows"]) == ["native", "direct 2x"] and len(result["videos"]) == 2
+    assert all(row["videos"] == 1 for row in result["rows"].values())
