@@ -58,3 +58,24 @@ def test_toy_makes_the_captioned_shape_in_most_frames(reports):
     shape = [r.shape_match_frac for r in reports]
     assert np.mean(shape) >= 0.6, shape
     assert shape[0] >= 0.8, "the README's demo prompt lost its circle"
+
+
+def test_readme_first_command_generates_with_the_toy_model(tmp_path):
+    """The README's install-and-run line ends in this `udit generate`; run it as written (output moved to tmp)."""
+    import re
+    import shlex
+    from pathlib import Path
+
+    from tests.helpers import invoke_cli
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    line = next(line for line in readme.splitlines() if "udit generate" in line and "--model toy" in line)
+    args = shlex.split(re.sub(r"^.*?udit generate", "generate", line))
+    assert args[1] == README_PROMPT
+    out = tmp_path / "demo.mp4"
+    args[args.index("--out") + 1] = str(out)
+    result = invoke_cli(*args, "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    video = read_mp4(out)[0]
+    report = evaluate_video(video, parse_caption(PROMPTS[0][1]))
+    assert video.shape == (17, 128, 128, 3) and report.colour_match_frac >= 0.8 and report.shape_match_frac >= 0.8
