@@ -591,18 +591,25 @@ def _run(args: argparse.Namespace, device: torch.device) -> Path:
     folder = out / "weights"
     if rank == 0:
         final = dict(parts, vae=vae.cpu(), **{name: module.cpu() for name, module in ema.items()})
-        meta["size_mib"] = None
-        toy.save_pipeline_folder(final, folder, metadata=meta)
-        meta["size_mib"] = round(toy.weights_size(folder) / 2**20, 2)
-        _write_meta(folder / "training.json", meta)
-        _write_meta(meta_path, meta)
-        _log(f"wrote {folder} ({meta['size_mib']} MiB)")
-        if args.eval_prompts:
-            meta["quick_eval"] = quick_eval(folder, prompts=args.eval_prompts, seed=args.seed, device=device,
-                                            size=args.size, frames=args.frames)
-            _log(f"quick eval: {meta['quick_eval']}")
-            _write_meta(meta_path, meta)
+        _save_and_evaluate(final, out, meta, args, device)
     _barrier()
+    return folder
+
+
+def _save_and_evaluate(parts: dict[str, Any], out: Path, meta: dict[str, Any], args: argparse.Namespace,
+                       device: torch.device) -> Path:
+    """Write ``OUT/weights`` (float16) with its ``training.json``, then the quick eval into both records."""
+    folder = out / "weights"
+    meta["size_mib"] = None
+    toy.save_pipeline_folder(parts, folder, metadata=meta)
+    meta["size_mib"] = round(toy.weights_size(folder) / 2**20, 2)
+    _log(f"wrote {folder} ({meta['size_mib']} MiB)")
+    if args.eval_prompts:
+        meta["quick_eval"] = quick_eval(folder, prompts=args.eval_prompts, seed=args.seed, device=device,
+                                        size=args.size, frames=args.frames)
+        _log(f"quick eval: {meta['quick_eval']}")
+    _write_meta(out / "training.json", meta)
+    _write_meta(folder / "training.json", meta)
     return folder
 
 
@@ -619,17 +626,7 @@ def _swap_decoder(vae, out: Path, meta: dict[str, Any], args: argparse.Namespace
     with quiet_libraries():
         pipe = WanPipeline.from_pretrained(folder)
     pipe.vae.load_state_dict(vae.state_dict())
-    toy.save_pipeline_folder(dict(pipe.components), folder, metadata=meta)
-    meta["size_mib"] = round(toy.weights_size(folder) / 2**20, 2)
-    _write_meta(folder / "training.json", meta)
-    _log(f"wrote {folder} ({meta['size_mib']} MiB) with the new decoder")
-    if args.eval_prompts:
-        meta["quick_eval"] = quick_eval(folder, prompts=args.eval_prompts, seed=args.seed, device=device,
-                                        size=args.size, frames=args.frames)
-        _log(f"quick eval: {meta['quick_eval']}")
-    _write_meta(out / "training.json", meta)
-    _write_meta(folder / "training.json", meta)
-    return folder
+    return _save_and_evaluate(dict(pipe.components), out, meta, args, device)
 
 
 def quick_eval(folder: Path, *, prompts: int, seed: int, device: torch.device, size: int = toy.NATIVE_HEIGHT,
