@@ -354,7 +354,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--relay-lora", type=Path, help="stage-2 Relay LoRA for --method relay")
     parser.add_argument("--steps", type=int, help="denoising steps of every stage (default: the presets')")
     parser.add_argument("--prompts", type=Path, default=DEFAULT_PROMPTS, help="prompt file (default: %(default)s)")
-    parser.add_argument("--limit", type=int, help="use only the first N prompts")
+    parser.add_argument("--first", type=int, default=1,
+                        help="start at the Nth prompt (1-based; with --limit, a shard of the file to run in "
+                             "parallel, e.g. --first 5 --limit 4; --merge joins the shards)")
+    parser.add_argument("--limit", type=int, help="use only N prompts (from --first)")
+    parser.add_argument("--merge", nargs="+", type=Path, metavar="JSON",
+                        help="generate nothing: join the --out files of shards run with the same settings into "
+                             "one table (and --out)")
     parser.add_argument("--seeds", nargs="+", type=int, help="noise seeds (default: the prompt file's)")
     parser.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: auto)")
     parser.add_argument("--set", dest="set_options", action="append", default=[], metavar="KEY=VALUE",
@@ -366,6 +372,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error("--scales must be positive integers")
     if args.limit is not None and args.limit < 1:
         parser.error("--limit must be at least 1")
+    if args.first < 1:
+        parser.error("--first must be at least 1")
+    for path in args.merge or ():
+        if not path.is_file():
+            parser.error(f"--merge: {path} does not exist")
     for folder in (args.out.parent if args.out else None, args.frames_dir and args.frames_dir.parent):
         if folder is not None and not folder.is_dir():  # fail now, not after an hour of generation
             parser.error(f"folder {folder} does not exist")
@@ -395,6 +406,32 @@ def _note(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
+def merge_results(paths: Sequence[Path], out: Path | None) -> int:
+    """Join shard results (``--out`` files of runs that differ only in their prompts): print and write one table."""
+    parts = [json.loads(path.read_text(encoding="utf-8")) for path in paths]
+    settings = ("model", "steps", "seeds", "methods", "scales", "set", "relay_lora")
+    for path, part in zip(paths[1:], parts[1:]):
+        different = [key for key in settings if part.get(key) != parts[0].get(key)]
+        if different:
+            _note(f"error: --merge: {path} was run with other {', '.join(different)} than {paths[0]}")
+            return 2
+    seen = [(r["row"], r["prompt"], r["seed"]) for part in parts for r in part["videos"]]
+    if len(set(seen)) != len(seen):
+        _note("error: --merge: the files share videos (same row, prompt and seed): they are not disjoint shards")
+        return 2
+    nan = lambda v: math.nan if v is None else v  # noqa: E731 - the JSON wrote non-finite values as null
+    records = [{key: nan(value) for key, value in r.items()} for part in parts for r in part["videos"]]
+    summary = aggregate(records)
+    print(markdown_table(summary))
+    if out:
+        merged = {**parts[0], "prompts": [part["prompts"] for part in parts], "cases": sum(p["cases"] for p in parts),
+                  "seconds": round(sum(p["seconds"] for p in parts), 2), "merged_from": [str(p) for p in paths],
+                  "rows": summary, "videos": [r for part in parts for r in part["videos"]]}
+        out.write_text(json.dumps(_json_safe(merged), indent=2) + "\n", encoding="utf-8")
+        _note(f"wrote {out}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -405,14 +442,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     from upscale_dit.generation import package_versions
 
     args = parse_args(argv)
+    if args.merge:
+        return merge_results(args.merge, args.out)
     transformers_logging.disable_progress_bar()  # a "Loading weights" bar per video would bury ours
     methods = choose_methods(args, _note)
     if isinstance(methods, str):
         _note(methods)
         return 2
     prompts = load_prompts(args.prompts)
-    prompts = dataclasses.replace(prompts, cases=prompts.cases[: args.limit] if args.limit else prompts.cases,
+    start = args.first - 1
+    prompts = dataclasses.replace(prompts, cases=prompts.cases[start: start + args.limit if args.limit else None],
                                   seeds=tuple(args.seeds) if args.seeds else prompts.seeds)
+    if not prompts.cases:
+        _note(f"error: --first {args.first} is past the {start} prompts of {args.prompts}")
+        return 2
     rows = plan_rows(methods, args.scales)
     started = time.perf_counter()
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())

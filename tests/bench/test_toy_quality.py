@@ -203,3 +203,32 @@ def test_main_writes_the_table_and_json_and_logs_one_line_per_video(tmp_path: Pa
     result = json.loads(out.read_text())
     assert list(result["rows"]) == ["native", "direct 2x"] and len(result["videos"]) == 2
     assert all(row["videos"] == 1 for row in result["rows"].values())
+
+
+def test_shards_merge_into_the_table_of_one_run(tmp_path: Path, capsys) -> None:
+    common = ["--model", "tiny", "--seeds", "0", "--scales", "1", "--steps", "1", "--device", "cpu"]
+    whole, first, second = (tmp_path / name for name in ("whole.json", "first.json", "second.json"))
+    assert quality.main([*common, "--limit", "2", "--out", str(whole)]) == 0
+    assert quality.main([*common, "--first", "1", "--limit", "1", "--out", str(first)]) == 0
+    assert quality.main([*common, "--first", "2", "--limit", "1", "--out", str(second)]) == 0
+    capsys.readouterr()
+    merged = tmp_path / "merged.json"
+    assert quality.main(["--merge", str(first), str(second), "--out", str(merged)]) == 0
+    table = capsys.readouterr().out
+    expected = json.loads(whole.read_text())
+    result = json.loads(merged.read_text())
+    assert [v["prompt"] for v in result["videos"]] == [0, 1] == [v["prompt"] for v in expected["videos"]]
+    assert result["rows"]["native"]["videos"] == 2
+    for key, value in expected["rows"]["native"].items():  # the same videos, so the same means
+        if key == "seconds":
+            continue
+        if isinstance(value, float):
+            assert result["rows"]["native"][key] == pytest.approx(value), key
+        else:
+            assert result["rows"]["native"][key] == value, key
+    assert "| native |" in table
+
+    assert quality.main(["--merge", str(first), str(first)]) == 2
+    assert "not disjoint shards" in capsys.readouterr().err
+    assert quality.main([*common, "--first", "99", "--out", str(tmp_path / "none.json")]) == 2
+    assert "--first 99 is past the" in capsys.readouterr().err
