@@ -538,14 +538,13 @@ def _run(args: argparse.Namespace, device: torch.device) -> Path:
     parts = toy.build_toy_components(seed=args.seed)
     meta_path = out / "training.json"
     meta: dict[str, Any] = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    command = " ".join(["python -m upscale_dit.toy.train", *args.argv])
     meta.update(seed=args.seed, device=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-                processes=world, torch=torch.__version__,
-                command=" ".join(["python -m upscale_dit.toy.train", *args.argv]))
+                processes=world, torch=torch.__version__, command=command)
     workers = max(1, args.workers // world)
 
     from diffusers import AutoencoderKLWan
 
-    command = " ".join(["python -m upscale_dit.toy.train", *args.argv])
     if args.stage in ("vae", "all"):
         meta["vae"] = train_vae(parts["vae"], seed=args.seed, steps=args.vae_steps, batch=args.vae_batch,
                                 pool_size=args.vae_pool, lr=args.vae_lr, kl_weight=args.kl_weight, device=device,
@@ -561,7 +560,7 @@ def _run(args: argparse.Namespace, device: torch.device) -> Path:
                                                minutes=args.decoder_minutes, size=args.size, frames=args.frames)
             meta["decoder"]["command"] = command
         if rank == 0:
-            meta["vae"]["check"] = check_reconstruction(parts["vae"], seed=args.seed, clips=args.eval_prompts or 4,
+            meta.setdefault("vae", {})["check"] = check_reconstruction(parts["vae"], seed=args.seed, clips=args.eval_prompts or 4,
                                                         size=args.size, frames=args.frames, device=device,
                                                         image=out / "vae_check.png")
             _log(f"vae reconstructions of held-out clips: {meta['vae']['check']}")
