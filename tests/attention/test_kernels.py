@@ -168,6 +168,71 @@ def test_flex_block_mask_computes_exactly_the_window(g: TokenGeometry, layout, b
     assert torch.equal(layout_window_mask(g, layout), reference_mask(g)[perm_of(g, layout)][:, perm_of(g, layout)])
 
 
+@pytest.mark.parametrize("g", [geom(2, 9, 13, 5, 7), geom(3, 8, 10, 4, 6, inward=False), geom(2, 4, 13, 9, 7)], ids=repr)
+@pytest.mark.parametrize("block", [(32, 16), 128])
+def test_flash_mask_form_computes_exactly_the_window(g: TokenGeometry, block) -> None:  # noqa: ANN001
+    """The FlashAttention-4 form (signed compares, window lengths as constants where they are) gives the
+    same mask as the others: inward windows (constant lengths), clipped ones (per-query tables) and a grid
+    smaller than the window on one axis."""
+    layout = TokenLayout.tiled()
+    block_mask = window_block_mask(g, layout, block, mask_form="flash")
+    assert torch.equal(expand_block_mask(block_mask, g.num_tokens), layout_window_mask(g, layout))
+    assert ("block_mask", layout, tuple(block) if isinstance(block, tuple) else (block, block), "cpu", "flash") in g.cache.keys()
+
+
+def test_flash_form_keeps_inward_window_lengths_as_constants() -> None:
+    from upscale_dit.attention.kernels.flex import _constant_or_table
+
+    index = torch.tensor([0, 2, 1])
+    assert _constant_or_table(torch.tensor([7, 7, 7]), index) == 7
+    table = _constant_or_table(torch.tensor([4, 5, 6]), index)
+    assert isinstance(table, torch.Tensor) and table.dtype == torch.int32 and table.tolist() == [4, 6, 5]
+
+
+def fake_cuda(monkeypatch: pytest.MonkeyPatch, capability: tuple[int, int], flash_installed: bool) -> torch.device:
+    from upscale_dit.attention.kernels import flex
+
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    monkeypatch.setattr(flex, "_flash_attention_4_installed", lambda: flash_installed)
+    return torch.device("cuda")
+
+
+@pytest.mark.parametrize(
+    ("capability", "installed", "env", "backend", "options"),
+    [
+        ((9, 0), True, None, "FLASH", {"BACKEND": "FLASH"}),  # Hopper with flash-attn-4: FlashAttention-4
+        ((9, 0), False, None, "TRITON", {"USE_TMA": True}),  # not installed: Triton
+        ((10, 0), True, None, "TRITON", {"USE_TMA": True}),  # measured on Hopper only
+        ((8, 0), True, "auto", "TRITON", {}),  # no TMA before Hopper
+        ((9, 0), True, "triton", "TRITON", {"USE_TMA": True}),  # the override
+        ((10, 0), True, "FLASH", "FLASH", {"BACKEND": "FLASH"}),  # the override, any case
+    ],
+)
+def test_flex_backend_choice(monkeypatch: pytest.MonkeyPatch, capability, installed, env, backend, options) -> None:  # noqa: ANN001
+    from upscale_dit.attention import default_kernel_options, flex_backend
+
+    if env is None:
+        monkeypatch.delenv("UDIT_FLEX_BACKEND", raising=False)
+    else:
+        monkeypatch.setenv("UDIT_FLEX_BACKEND", env)
+    device = fake_cuda(monkeypatch, capability, installed)
+    assert flex_backend(device) == backend
+    assert default_kernel_options(device) == options
+    assert flex_backend("cpu") is None and default_kernel_options("cpu") == {}  # eager off CUDA
+
+
+def test_flex_backend_errors_name_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
+    from upscale_dit.attention import flex_backend
+
+    device = fake_cuda(monkeypatch, (9, 0), False)
+    monkeypatch.setenv("UDIT_FLEX_BACKEND", "flash")
+    with pytest.raises(ValueError, match=r"UDIT_FLEX_BACKEND=flash needs FlashAttention-4: pip install 'upscale-dit\[flash4\]'"):
+        flex_backend(device)
+    monkeypatch.setenv("UDIT_FLEX_BACKEND", "cudnn")
+    with pytest.raises(ValueError, match="UDIT_FLEX_BACKEND='cudnn' is not a flex backend; use auto, triton or flash"):
+        flex_backend("cpu")
+
+
 def perm_of(g: TokenGeometry, layout) -> torch.Tensor:  # noqa: ANN001
     return to_layout(torch.arange(g.num_tokens), g, layout, dim=0)
 
@@ -181,7 +246,7 @@ def test_flex_small_blocks_and_cache(inputs: dict) -> None:
         assert rel_err(from_layout(out, g, "tiled"), ref_default) < FP32_RTOL
     first = window_block_mask(g, "tiled", 16)
     assert window_block_mask(g, "tiled", 16) is first  # cached on the geometry, keyed by layout/block/device
-    assert ("block_mask", TokenLayout.tiled(), (16, 16), "cpu", False) in g.cache.keys()  # signed mask_mod
+    assert ("block_mask", TokenLayout.tiled(), (16, 16), "cpu", "signed") in g.cache.keys()  # the eager form
 
 
 @pytest.mark.slow
@@ -195,7 +260,7 @@ def test_compiled_flex_on_cpu_uses_the_block_lists() -> None:
         qq, kk, vv = (to_layout(x, g, "tiled") for x in (q, k, v))
         out = flex_window_attention(qq, kk, vv, g, scale=0.25, layout="tiled", block_size=(32, 16), compile=True)
         assert rel_err(from_layout(out, g, "tiled"), ref) < FP32_RTOL
-        assert any(key[-1] is True for key in g.cache.keys() if key[0] == "block_mask")
+        assert any(key[-1] == "unsigned" for key in g.cache.keys() if key[0] == "block_mask")
 
 
 # --------------------------------------------------------------------------- registry and checks

@@ -29,12 +29,14 @@ from .geometry import (
     window_mask,
 )
 from .kernels import (
+    FLASH_BLOCK_SIZE,
     FLEX_BLOCK_SIZE,
     KernelSpec,
     KernelUnavailableError,
     check_qkv,
     choose_kernel,
     default_kernel_options,
+    flex_backend,
     flex_window_attention,
     get_kernel,
     kernel_rejections,
@@ -62,6 +64,7 @@ from .layout import (
 
 __all__ = [
     "DEFAULT_TILE",
+    "FLASH_BLOCK_SIZE",
     "FLEX_BLOCK_SIZE",
     "BlockStructure",
     "GeometryCache",
@@ -80,6 +83,7 @@ __all__ = [
     "check_qkv",
     "choose_kernel",
     "default_kernel_options",
+    "flex_backend",
     "flex_window_attention",
     "freeswim_attention_scale",
     "from_layout",

@@ -10,7 +10,7 @@ import re
 
 import torch
 
-from ..attention import TokenGeometry, build_token_geometry, freeswim_attention_scale
+from ..attention import TokenGeometry, build_token_geometry, flex_backend, freeswim_attention_scale
 from ..attention.cross_cache import CrossAttnCache
 from ..attention.dual_path import FreeSwimController, apply_freeswim
 from ..config import FreeSwimConfig, ModelPreset, fill_from, method_defaults
@@ -116,5 +116,7 @@ def refine(
         dual_passes=sum(plan.dual for _, _, plan in controller.history), window=list(geometry.window), scale=scale,
         kernel=controller.chosen_kernel or "dense (window covers the grid)",
     )
+    if controller.chosen_kernel == "flex":  # which flex ran: FlashAttention-4, Triton, or eager off CUDA
+        report["flex_backend"] = flex_backend(placement.device) or "eager"
     controller.cache.reset()
     return latents, report

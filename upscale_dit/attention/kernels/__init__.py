@@ -15,15 +15,24 @@ from .registry import (
     window_attention,
 )
 from .sdpa_mask import layout_window_mask, sdpa_mask_attention  # registers "sdpa_mask"
-from .flex import FLEX_BLOCK_SIZE, default_kernel_options, flex_window_attention, window_block_mask  # registers "flex"
+from .flex import (  # registers "flex"
+    FLASH_BLOCK_SIZE,
+    FLEX_BLOCK_SIZE,
+    default_kernel_options,
+    flex_backend,
+    flex_window_attention,
+    window_block_mask,
+)
 
 __all__ = [
+    "FLASH_BLOCK_SIZE",
     "FLEX_BLOCK_SIZE",
     "KernelSpec",
     "KernelUnavailableError",
     "check_qkv",
     "choose_kernel",
     "default_kernel_options",
+    "flex_backend",
     "flex_window_attention",
     "get_kernel",
     "kernel_rejections",
