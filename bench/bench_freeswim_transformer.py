@@ -49,7 +49,7 @@ from typing import Any
 
 import torch
 
-from upscale_dit.attention import build_token_geometry, freeswim_attention_scale
+from upscale_dit.attention import build_token_geometry, default_kernel_options, freeswim_attention_scale
 from upscale_dit.attention.cross_cache import CrossAttnCache
 from upscale_dit.attention.dual_path import FreeSwimController, apply_freeswim
 from upscale_dit.engine.random_weights import build_transformer
@@ -281,7 +281,8 @@ def main() -> None:
                   "grid": list(geometry.grid), "window": list(geometry.window), "tokens": geometry.num_tokens},
         "layers": layers, "depth": depth,
         "full_depth_note": None if layers == depth else f"seconds x {depth_scale:g}, linear in depth (extrapolated)",
-        "kernel": kernel, "cache_devices": args.cache_device, "passes": results, "totals_s": totals,
+        "kernel": kernel, "flex_options": default_kernel_options(device) if kernel == "flex" else None,
+        "cache_devices": args.cache_device, "passes": results, "totals_s": totals,
         "ratios_to_dense": {k: v / totals["dense"] for k, v in totals.items()} if "dense" in totals else {},
         "pass_ratios_to_dense": {k: v / seconds["dense"] for k, v in seconds.items()} if "dense" in seconds else {},
     }

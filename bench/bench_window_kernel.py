@@ -16,6 +16,8 @@ Measured:
 Usage (GPU machine; needs torch with CUDA, not diffusers; ~1 minute on an H200):
     python3 bench/bench_window_kernel.py --out $OUT/window_kernel.json
     python3 bench/bench_window_kernel.py --skip-flex-dense --variants natural,tiled,tiled-kv128 --reps 5
+    python3 bench/bench_window_kernel.py --variants tiled-flash,tiled-flash-kv64 --flex-dense-backends FLASH,TRITON
+        # FlashAttention-4 as flex's backend (needs flash-attn-4: bench/flash4_wheels.sh, gpu_flash4_install.sh)
     python3 bench/bench_window_kernel.py --device cpu --frames 9 --height 256 --width 384 \
         --native 128x192 --heads 2 --head-dim 32    # CPU smoke test of the script itself
 Results and their commands: bench/RESULTS.md, section "Window-attention kernel (issue 3)".
@@ -74,8 +76,29 @@ VARIANTS: dict[str, tuple[str, tuple[int, int] | None, dict[str, Any] | None, st
     "tiled-tma-s4": ("tiled", None, {"USE_TMA": True, "num_stages": 4}, "window"),
     "diag-cheap": ("tiled", None, None, "cheap"),
     "diag-all-full": ("tiled", None, None, "all-full"),
+    # 3x1 tiles: 22.45% of the (128, 64) blocks visited and 5.2% partial, vs 22.67% and 5.8% for 3x2.
+    "tiled3x1": ("tiled3x1", None, None, "window"),
+    # FlashAttention-4 (CuTe DSL) as flex's backend: needs the flash-attn-4 package; Hopper tiles are 128 x n,
+    # with the sparse key block equal to the kernel's tile_n.
+    # "window" there is the library's FLASH form (signed, constant window lengths); "signed" reads the
+    # lengths from tables like the Triton forms (the first FLASH measurement).
+    "tiled-flash": ("tiled", None, {"BACKEND": "FLASH"}, "window"),
+    "tiled-flash-signed": ("tiled", (128, 128), {"BACKEND": "FLASH"}, "signed"),
+    "tiled-flash-kv64": ("tiled", (128, 64), {"BACKEND": "FLASH"}, "window"),
+    "tiled3x1-flash": ("tiled3x1", None, {"BACKEND": "FLASH"}, "window"),
+    "tiled3x1-flash-kv64": ("tiled3x1", (128, 64), {"BACKEND": "FLASH"}, "window"),
+    # (a mask_mod is needed: without one FLASH drops the block lists and computes dense attention)
+    "diag-flash-cheap": ("tiled", (128, 128), {"BACKEND": "FLASH"}, "cheap"),
 }
 DEFAULT_VARIANTS = "natural,tiled,tiled-kv128,tiled-no-tma,tiled-signed-mask,diag-all-full"
+
+
+def parse_layout(name: str) -> Any:
+    """``natural``, ``tiled`` (the library's default tile) or ``tiledRxC`` (a ``TokenLayout`` with that tile)."""
+    if name in ("natural", "tiled"):
+        return A.resolve_layout(name)
+    rows, cols = name.removeprefix("tiled").split("x")
+    return A.TokenLayout.tiled(int(rows), int(cols))
 
 
 def sync() -> None:
@@ -159,7 +182,7 @@ def custom_mask_runner(
     else:
         kv_num, kv_idx = lists(partial)
         full_num, full_idx = lists(structure.full)
-        signed = A.kernels.flex._window_mask_mod(g, A.resolve_layout(layout), q.device, unsigned=False)
+        signed = A.kernels.flex._window_mask_mod(g, A.resolve_layout(layout), q.device, "signed")
         mask_mod = {"signed": signed, "cheap": cheap_mask}[mask]
     block_mask = BlockMask.from_kv_blocks(
         kv_num, kv_idx, full_num, full_idx, BLOCK_SIZE=structure.block_size, mask_mod=mask_mod,
@@ -210,6 +233,7 @@ def main() -> None:
     parser.add_argument("--check-rows", type=int, default=256, help="query rows checked at the real shape")
     parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"], help="cpu: smoke test only")
     parser.add_argument("--skip-flex-dense", action="store_true", help="skip flex without a mask (its ceiling)")
+    parser.add_argument("--flex-dense-backends", default="TRITON", help="comma list of flex backends (TRITON, FLASH)")
     args = parser.parse_args()
     out_path = args.out or Path(os.environ.get("OUT", ROOT / "bench")) / "window_kernel.json"
 
@@ -274,26 +298,29 @@ def main() -> None:
     # ---- correctness reference rows (natural indices) at the real shape
     rows = sample_queries(g, args.check_rows, device)
     ref_rows = reference_rows(q, k, v, g, rows, scale)
-    permuted = {lay: tuple(A.to_layout(t, g, lay) for t in (q, k, v)) for lay in ("natural", "tiled")}
+    permuted: dict[Any, tuple[torch.Tensor, ...]] = {}
 
     # ---- flex variants
     for name in [n for n in args.variants.split(",") if n]:
-        layout, block, options, mask = VARIANTS[name]
-        block = block or A.FLEX_BLOCK_SIZE
-        entry: dict[str, Any] = {
-            "layout": layout, "block_size": list(block), "mask": mask,
-            "kernel_options": A.default_kernel_options(device) if options is None else options,
-        }
+        layout_name, block, options, mask = VARIANTS[name]
+        layout = parse_layout(layout_name)
+        options = A.default_kernel_options(device) if options is None else options
+        flash = options.get("BACKEND") == "FLASH"
+        block = block or (A.FLASH_BLOCK_SIZE if flash else A.FLEX_BLOCK_SIZE)
+        entry: dict[str, Any] = {"layout": layout.name, "block_size": list(block), "mask": mask, "kernel_options": options}
         try:
             g.cache.clear()
             sync()
             t0 = time.perf_counter()
-            A.window_block_mask(g, layout, block, device)
+            A.window_block_mask(g, layout, block, device, mask_form="flash" if flash else None)
             sync()
             entry["block_mask_build_ms"] = (time.perf_counter() - t0) * 1e3
             structure = A.block_structure(g, layout, block, device)
             entry["block_density"] = structure.density
             entry["full_block_fraction"] = structure.full_fraction
+            if layout not in permuted:
+                permuted.clear()  # one layout's copies at a time (3 x 0.5 GiB at 1080p)
+                permuted[layout] = tuple(A.to_layout(t, g, layout) for t in (q, k, v))
             qq, kk, vv = permuted[layout]
 
             def run(qq: torch.Tensor = qq, kk: torch.Tensor = kk, vv: torch.Tensor = vv) -> torch.Tensor:
@@ -343,13 +370,20 @@ def main() -> None:
         from torch.nn.attention.flex_attention import flex_attention
 
         compiled = torch.compile(flex_attention, dynamic=False)
-        try:
-            timing = cuda_time_ms(lambda: compiled(qt, kt, vt, scale=scale), warmup=args.warmup, reps=max(2, args.reps // 2))
-            timing["tflops"] = dense_flop / timing["median_ms"] / 1e9
-            result["flex_dense"] = timing
-            print(f"flex dense (no mask)     {timing['median_ms']:8.1f} ms  {timing['tflops']:6.0f} TFLOP/s", flush=True)
-        except Exception as error:  # noqa: BLE001
-            result["flex_dense"] = {"error": f"{type(error).__name__}: {error}"[:300]}
+        for backend in args.flex_dense_backends.split(","):
+            key = "flex_dense" if backend == "TRITON" else f"flex_dense_{backend.lower()}"
+            options = {} if backend == "TRITON" else {"BACKEND": backend}
+            try:
+                timing = cuda_time_ms(
+                    lambda: compiled(qt, kt, vt, scale=scale, kernel_options=options),
+                    warmup=args.warmup, reps=max(2, args.reps // 2),
+                )
+                timing["tflops"] = dense_flop / timing["median_ms"] / 1e9
+                result[key] = timing
+                print(f"flex dense {backend:7s} (no mask) {timing['median_ms']:8.1f} ms  {timing['tflops']:6.0f} TFLOP/s", flush=True)
+            except Exception as error:  # noqa: BLE001
+                result[key] = {"error": f"{type(error).__name__}: {error}"[:300]}
+                print(f"flex dense {backend}: FAILED {result[key]['error']}", flush=True)
 
     # ---- small grid, full comparison with the sdpa_mask kernel
     try:
