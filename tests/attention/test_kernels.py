@@ -221,6 +221,19 @@ def test_flex_backend_choice(monkeypatch: pytest.MonkeyPatch, capability, instal
     assert flex_backend("cpu") is None and default_kernel_options("cpu") == {}  # eager off CUDA
 
 
+def test_flash_attention_4_hint_only_where_it_would_help(monkeypatch: pytest.MonkeyPatch) -> None:
+    from upscale_dit.attention import flash_attention_4_hint
+
+    monkeypatch.delenv("UDIT_FLEX_BACKEND", raising=False)
+    assert flash_attention_4_hint("cpu") is None
+    hint = flash_attention_4_hint(fake_cuda(monkeypatch, (9, 0), False))
+    assert hint is not None and "pip install 'upscale-dit[flash4]'" in hint
+    assert flash_attention_4_hint(fake_cuda(monkeypatch, (9, 0), True)) is None  # already installed
+    assert flash_attention_4_hint(fake_cuda(monkeypatch, (8, 0), False)) is None  # not measured off Hopper
+    monkeypatch.setenv("UDIT_FLEX_BACKEND", "triton")
+    assert flash_attention_4_hint(fake_cuda(monkeypatch, (9, 0), False)) is None  # Triton chosen on purpose
+
+
 def test_flex_backend_errors_name_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
     from upscale_dit.attention import flex_backend
 

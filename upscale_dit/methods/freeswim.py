@@ -10,13 +10,20 @@ import re
 
 import torch
 
-from ..attention import TokenGeometry, build_token_geometry, flex_backend, freeswim_attention_scale
+from ..attention import (
+    TokenGeometry,
+    build_token_geometry,
+    flash_attention_4_hint,
+    flex_backend,
+    freeswim_attention_scale,
+)
 from ..attention.cross_cache import CrossAttnCache
 from ..attention.dual_path import FreeSwimController, apply_freeswim
 from ..config import FreeSwimConfig, ModelPreset, fill_from, method_defaults
 from ..engine.refine import refine_video
 from ..errors import ConfigError
 from ..profiling import cross_attn_cache_bytes
+from ..progress import stderr_console
 
 _WINDOW = re.compile(r"^\s*(\d+)\s*x\s*(\d+)\s*$", re.IGNORECASE)
 
@@ -105,6 +112,8 @@ def refine(
     storage = choose_cache_storage(settings.cache_device, nbytes=cache_bytes, device=placement.device)
     controller = FreeSwimController(geometry=geometry, mode=settings.mode, cache_steps=settings.cache_steps,
                                     scale=scale, kernel=settings.kernel, cache=CrossAttnCache(storage))
+    if settings.kernel in ("auto", "flex") and (hint := flash_attention_4_hint(placement.device)):
+        stderr_console.print(f"[yellow]note:[/] {hint}")
     latents, report = refine_video(
         parts, video, schedule=settings, height=height, width=width, cond=cond, uncond=uncond, generator=generator,
         placement=placement, bars=bars, vae_tile=vae_tile, controller=controller,
