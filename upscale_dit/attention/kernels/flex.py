@@ -109,6 +109,14 @@ def _flash_attention_4_installed() -> bool:
         return False
 
 
+def _requested_backend() -> Literal["auto", "triton", "flash"]:
+    """What ``UDIT_FLEX_BACKEND`` asks for (``auto`` when unset)."""
+    choice = os.environ.get(BACKEND_ENV, "auto").strip().lower() or "auto"
+    if choice not in ("auto", "triton", "flash"):
+        raise ValueError(f"{BACKEND_ENV}={choice!r} is not a flex backend; use auto, triton or flash")
+    return choice  # type: ignore[return-value]
+
+
 def flex_backend(device: torch.device | str) -> Literal["FLASH", "TRITON"] | None:
     """The compiled flex backend for ``device``; ``None`` off CUDA (flex runs eagerly there).
 
@@ -116,9 +124,7 @@ def flex_backend(device: torch.device | str) -> Literal["FLASH", "TRITON"] | Non
     the only card it was measured on, and Triton everywhere else. ``UDIT_FLEX_BACKEND`` overrides it.
     """
     device = torch.device(device)
-    choice = os.environ.get(BACKEND_ENV, "auto").strip().lower() or "auto"
-    if choice not in ("auto", "triton", "flash"):
-        raise ValueError(f"{BACKEND_ENV}={choice!r} is not a flex backend; use auto, triton or flash")
+    choice = _requested_backend()
     if device.type != "cuda":
         return None
     if choice == "triton":
@@ -137,7 +143,7 @@ def flex_backend(device: torch.device | str) -> Literal["FLASH", "TRITON"] | Non
 def flash_attention_4_hint(device: torch.device | str) -> str | None:
     """A one-line note for a Hopper GPU that runs flex on Triton only because ``flash-attn-4`` is missing."""
     device = torch.device(device)
-    if device.type != "cuda" or os.environ.get(BACKEND_ENV, "auto").strip().lower() not in ("", "auto"):
+    if device.type != "cuda" or _requested_backend() != "auto":
         return None
     if torch.cuda.get_device_capability(device)[0] != 9 or _flash_attention_4_installed():
         return None
@@ -172,7 +178,7 @@ def _constant_or_table(lengths: torch.Tensor, index: torch.Tensor) -> int | torc
 
 
 def _window_mask_mod(
-    geometry: TokenGeometry, layout: TokenLayout, device: torch.device | str | None, form: MaskForm | bool
+    geometry: TokenGeometry, layout: TokenLayout, device: torch.device | str | None, form: MaskForm
 ) -> Callable:
     """``mask_mod(b, h, q_idx, kv_idx)`` for ``layout``, reading int32 per-token lookup tables.
 
@@ -181,10 +187,8 @@ def _window_mask_mod(
     values), which saves a third of Triton's per-element work in partial blocks but needs compilation;
     ``signed`` is the eager form; ``flash`` is the signed form with the window lengths as constants
     where they are (FlashAttention-4's code generator has no unsigned cast, and each table read is a
-    per-element load there). ``True``/``False`` mean ``unsigned``/``signed``.
+    per-element load there).
     """
-    if isinstance(form, bool):
-        form = "unsigned" if form else "signed"
     _, row, col = token_coordinates(geometry, layout, device)
     r_lo, r_hi = geometry.row_bounds(device)
     c_lo, c_hi = geometry.col_bounds(device)
