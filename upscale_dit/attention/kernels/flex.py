@@ -101,8 +101,12 @@ def _device_key(device: torch.device | str | None) -> str:
     return str(torch.device(device) if device is not None else torch.device("cpu"))
 
 
+@functools.cache
 def _flash_attention_4_installed() -> bool:
-    """Whether FlashAttention-4's CuTe DSL kernels (``flash_attn.cute``, package ``flash-attn-4``) import."""
+    """Whether FlashAttention-4's CuTe DSL kernels (``flash_attn.cute``, package ``flash-attn-4``) import.
+
+    Cached: every flex call asks (through :func:`default_kernel_options`), and a module search per call
+    is work on the hot path, inside compiled blocks too."""
     try:
         return importlib.util.find_spec("flash_attn.cute") is not None
     except (ImportError, ValueError):
