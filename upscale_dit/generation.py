@@ -154,6 +154,10 @@ def _resolve_method(config: GenerateConfig, preset: ModelPreset, size: FrameSize
 
         settings = resolve_settings(method.freeswim, preset)
         _check_window_fits(settings, preset, size)
+        if settings.kernel in ("auto", "flex"):
+            from .attention import requested_flex_backend
+
+            requested_flex_backend()  # a bad UDIT_FLEX_BACKEND fails here, before any weights load
         return dataclasses.replace(method, freeswim=settings)
     if method.name == "relay":
         from .config import fill_from, method_defaults

@@ -239,10 +239,10 @@ def test_flex_backend_errors_name_the_fix(monkeypatch: pytest.MonkeyPatch) -> No
 
     device = fake_cuda(monkeypatch, (9, 0), False)
     monkeypatch.setenv("UDIT_FLEX_BACKEND", "flash")
-    with pytest.raises(ValueError, match=r"UDIT_FLEX_BACKEND=flash needs FlashAttention-4: pip install 'upscale-dit\[flash4\]'"):
+    with pytest.raises(KernelUnavailableError, match=r"UDIT_FLEX_BACKEND=flash needs FlashAttention-4: pip install 'upscale-dit\[flash4\]'"):
         flex_backend(device)
     monkeypatch.setenv("UDIT_FLEX_BACKEND", "cudnn")
-    with pytest.raises(ValueError, match="UDIT_FLEX_BACKEND='cudnn' is not a flex backend; use auto, triton or flash"):
+    with pytest.raises(KernelUnavailableError, match="UDIT_FLEX_BACKEND='cudnn' is not a flex backend; use auto, triton or flash"):
         flex_backend("cpu")
 
 

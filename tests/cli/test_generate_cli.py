@@ -86,6 +86,16 @@ def test_bad_input_gives_one_line_and_exit_2(tmp_path, args, message):
     assert os.listdir(tmp_path) == []
 
 
+def test_bad_flex_backend_fails_before_any_work(tmp_path, monkeypatch):
+    monkeypatch.setenv("UDIT_FLEX_BACKEND", "cudnn")
+    result = invoke("generate", "x", "--model", "tiny", "--res", "2x", "--frames", "5", "--method", "freeswim",
+                    "--out", str(tmp_path / "o.mp4"))
+    assert result.exit_code == 2, result.output
+    assert "UDIT_FLEX_BACKEND='cudnn' is not a flex backend; use auto, triton or flash" in result.stderr
+    assert "Traceback" not in result.output and "base (native size)" not in result.stderr
+    assert os.listdir(tmp_path) == []
+
+
 def test_unwritable_output_folder(tmp_path):
     result = invoke("generate", "x", "--model", "tiny", "--out", str(tmp_path / "missing" / "o.mp4"))
     assert result.exit_code == 2

@@ -22,6 +22,7 @@ from .flex import (  # registers "flex"
     flash_attention_4_hint,
     flex_backend,
     flex_window_attention,
+    requested_flex_backend,
     window_block_mask,
 )
 
@@ -41,6 +42,7 @@ __all__ = [
     "layout_window_mask",
     "list_kernels",
     "register_kernel",
+    "requested_flex_backend",
     "sdpa_mask_attention",
     "window_attention",
     "window_block_mask",

@@ -40,7 +40,7 @@ import torch.nn.functional as F
 
 from ..geometry import TokenGeometry
 from ..layout import LayoutLike, TokenLayout, block_structure, resolve_layout, token_coordinates
-from .registry import register_kernel
+from .registry import KernelUnavailableError, register_kernel
 
 __all__ = [
     "FLASH_BLOCK_SIZE",
@@ -49,6 +49,7 @@ __all__ = [
     "flash_attention_4_hint",
     "flex_backend",
     "flex_window_attention",
+    "requested_flex_backend",
     "window_block_mask",
 ]
 
@@ -113,11 +114,14 @@ def _flash_attention_4_installed() -> bool:
         return False
 
 
-def _requested_backend() -> Literal["auto", "triton", "flash"]:
-    """What ``UDIT_FLEX_BACKEND`` asks for (``auto`` when unset)."""
+def requested_flex_backend() -> Literal["auto", "triton", "flash"]:
+    """What ``UDIT_FLEX_BACKEND`` asks for (``auto`` when unset); a bad value is a one-line error (exit 2).
+
+    Callers that run long before the first attention call (``generate``) ask early, so a typo fails in
+    seconds rather than after the base stage."""
     choice = os.environ.get(BACKEND_ENV, "auto").strip().lower() or "auto"
     if choice not in ("auto", "triton", "flash"):
-        raise ValueError(f"{BACKEND_ENV}={choice!r} is not a flex backend; use auto, triton or flash")
+        raise KernelUnavailableError(f"{BACKEND_ENV}={choice!r} is not a flex backend; use auto, triton or flash")
     return choice  # type: ignore[return-value]
 
 
@@ -128,7 +132,7 @@ def flex_backend(device: torch.device | str) -> Literal["FLASH", "TRITON"] | Non
     the only card it was measured on, and Triton everywhere else. ``UDIT_FLEX_BACKEND`` overrides it.
     """
     device = torch.device(device)
-    choice = _requested_backend()
+    choice = requested_flex_backend()
     if device.type != "cuda":
         return None
     if choice == "triton":
@@ -136,7 +140,7 @@ def flex_backend(device: torch.device | str) -> Literal["FLASH", "TRITON"] | Non
     installed = _flash_attention_4_installed()
     if choice == "flash":
         if not installed:
-            raise ValueError(
+            raise KernelUnavailableError(
                 f"{BACKEND_ENV}=flash needs FlashAttention-4: pip install 'upscale-dit[flash4]' "
                 f"(or unset {BACKEND_ENV})"
             )
@@ -147,7 +151,7 @@ def flex_backend(device: torch.device | str) -> Literal["FLASH", "TRITON"] | Non
 def flash_attention_4_hint(device: torch.device | str) -> str | None:
     """A one-line note for a Hopper GPU that runs flex on Triton only because ``flash-attn-4`` is missing."""
     device = torch.device(device)
-    if device.type != "cuda" or _requested_backend() != "auto":
+    if device.type != "cuda" or requested_flex_backend() != "auto":
         return None
     if torch.cuda.get_device_capability(device)[0] != 9 or _flash_attention_4_installed():
         return None
